@@ -1,0 +1,4 @@
+{#- Use a model's custom schema as is (staging), not <target>_<custom>; analyst relations stay in the target schema. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}
+{%- endmacro %}

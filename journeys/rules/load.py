@@ -1,0 +1,251 @@
+"""Read sql_rules/ into typed objects, keeping each value's line so every problem can name it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from journeys.errors import RuleProblem
+from journeys.rules.model import CRITERIA_KEYS, STEP_KEYS, Journey, Segment, SqlSegment
+
+RULES_DIR = "sql_rules"
+MAX_RULE_FILE_BYTES = 1_000_000
+TEMPLATE_SUFFIXES = (".html", ".txt", ".md")
+SQL_HEADER = re.compile(r"^\s*--\s*(entity|description)\s*:\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    """A rule file as read: its project-relative path and its YAML document (for line numbers)."""
+
+    path: str
+    doc: Any = None
+
+    def position(self, loc: tuple) -> tuple[int, int]:
+        """Line and column (1-based) of the value at `loc`, or of its nearest existing parent."""
+        node, line, col = self.doc, 1, 0
+        if isinstance(node, (CommentedMap, CommentedSeq)):
+            line, col = node.lc.line + 1, node.lc.col + 1
+        for part in loc:
+            if isinstance(node, CommentedMap) and part in node:
+                key_line, key_col = node.lc.key(part)
+                line, col = key_line + 1, key_col + 1
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                item_line, item_col = node.lc.item(part)
+                line, col = item_line + 1, item_col + 1
+                node = node[part]
+            else:
+                break
+        return line, col
+
+    def problem(self, loc: tuple, message: str) -> RuleProblem:
+        line, col = self.position(loc)
+        return RuleProblem(self.path, line, col, format_loc(loc), message)
+
+
+@dataclass
+class RuleSet:
+    """Everything under sql_rules/, parsed. `files` maps ('segment'|'journey', id) to its RuleFile."""
+
+    project_dir: Path
+    segments: dict[str, Segment | SqlSegment] = field(default_factory=dict)
+    journeys: dict[str, Journey] = field(default_factory=dict)
+    templates: dict[str, Path] = field(default_factory=dict)
+    files: dict[tuple[str, str], RuleFile] = field(default_factory=dict)
+    broken_ids: set[tuple[str, str]] = field(default_factory=set)  # files that failed to parse
+
+
+def format_loc(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def load_rules(project_dir: Path) -> tuple[RuleSet, list[RuleProblem]]:
+    """Parse every rule file; returns the rules that parsed and the problems of those that did not."""
+    project_dir = Path(project_dir)
+    rules = RuleSet(project_dir=project_dir)
+    problems: list[RuleProblem] = []
+    root = project_dir / RULES_DIR
+    if not root.is_dir():
+        return rules, [RuleProblem(RULES_DIR, 0, 0, "", "no rules folder; expected sql_rules/ with segments/ and journeys/")]
+
+    for path in _files(root / "templates", TEMPLATE_SUFFIXES):
+        rules.templates.setdefault(path.stem, path)
+        rules.templates[path.name] = path
+
+    for path in _files(root / "segments", (".yml", ".yaml", ".sql")):
+        rel = path.relative_to(project_dir).as_posix()
+        if path.suffix == ".sql":
+            segment, problem = _read_sql_segment(path, rel)
+            file = RuleFile(rel)
+        else:
+            file, segment, problem = _read_yaml_model(path, rel, Segment, "segment")
+        _register(rules, problems, "segment", path, file, segment, problem, rules.segments)
+
+    for path in _files(root / "journeys", (".yml", ".yaml")):
+        rel = path.relative_to(project_dir).as_posix()
+        file, journey, problem = _read_yaml_model(path, rel, Journey, "journey")
+        _register(rules, problems, "journey", path, file, journey, problem, rules.journeys)
+    return rules, problems
+
+
+def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes and not p.name.startswith("."))
+
+
+def _register(rules, problems, kind, path, file, obj, file_problems, into) -> None:
+    rule_id = getattr(obj, kind, None) if obj is not None else path.stem
+    if file_problems:
+        problems.extend(file_problems)
+        rules.broken_ids.add((kind, path.stem))
+        return
+    if rule_id != path.stem:
+        problems.append(file.problem((kind,), f"id '{rule_id}' differs from the file name; expected '{path.stem}'"))
+        rules.broken_ids.add((kind, path.stem))
+        return
+    if (kind, rule_id) in rules.files:
+        other = rules.files[(kind, rule_id)].path
+        problems.append(file.problem((kind,), f"duplicate {kind} id '{rule_id}'; already defined in {other}"))
+        return
+    into[rule_id] = obj
+    rules.files[(kind, rule_id)] = file
+
+
+def _read_text(path: Path, rel: str) -> tuple[str | None, list[RuleProblem]]:
+    size = path.stat().st_size
+    if size > MAX_RULE_FILE_BYTES:
+        return None, [RuleProblem(rel, 1, 0, "", f"file is {size} bytes; expected at most {MAX_RULE_FILE_BYTES}")]
+    try:
+        return path.read_text(encoding="utf-8"), []
+    except UnicodeDecodeError as e:
+        return None, [RuleProblem(rel, 1, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})")]
+
+
+def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
+    text, problems = _read_text(path, rel)
+    if text is None:
+        return RuleFile(rel), None, problems
+    try:
+        doc = _yaml().load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 0)
+        what = " ".join(str(x) for x in (e.context, e.problem) if x) or "invalid YAML"
+        return RuleFile(rel), None, [RuleProblem(rel, line, col, "", f"YAML syntax: {what}")]
+    except (YAMLError, RecursionError) as e:
+        return RuleFile(rel), None, [RuleProblem(rel, 1, 0, "", f"YAML syntax: {e}")]
+    file = RuleFile(rel, doc)
+    if doc is None:
+        return file, None, [RuleProblem(rel, 1, 0, "", f"empty file; expected a {kind} definition")]
+    try:
+        return file, model.model_validate(doc), []
+    except ValidationError as e:
+        return file, None, [_translate(file, err) for err in e.errors()]
+    except RecursionError:
+        return file, None, [RuleProblem(rel, 1, 0, "", "criteria nested too deeply; expected at most about 100 levels")]
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+_TYPE_WORDS = {
+    "string_type": "text",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, (int, float)) else f"'{value}'"
+
+
+def _translate(file: RuleFile, err: dict) -> RuleProblem:
+    """One pydantic error as `path:line:col: field: what is wrong; what is expected`."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("<") or p.startswith("function-"))))
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "unknown_key":
+        loc = loc + (ctx["key"],)
+        message = err["msg"]
+    elif kind == "missing":
+        line, col = file.position(loc[:-1])
+        return RuleProblem(file.path, line, col, format_loc(loc), "missing; this key is required")
+    elif kind in ("criteria", "step") and isinstance(err["input"], dict) and err["input"]:
+        key = next(iter(err["input"]))
+        loc = loc + (key,)
+        expected = CRITERIA_KEYS if kind == "criteria" else STEP_KEYS
+        message = f"unknown {'criterion' if kind == 'criteria' else 'step'} '{key}'; expected one of: {', '.join(expected)}"
+    elif kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        if loc[-1:] == ("reenrollment",):
+            expected += ", or {cooldown: <duration>}"
+        message = f"{_describe(err['input'])} is not allowed; expected one of: {expected}"
+    elif kind in _TYPE_WORDS:
+        message = f"expected {_TYPE_WORDS[kind]}, got {_describe(err['input'])}"
+    elif kind == "too_short":
+        message = "must not be empty" if isinstance(err["input"], str) else f"expected at least {ctx.get('min_length', 1)} item(s)"
+    elif kind == "too_long" or kind == "string_too_long":
+        message = f"too long; expected at most {ctx.get('max_length')} characters/items"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    elif kind in ("greater_than_equal", "greater_than"):
+        message = f"expected a number >= {ctx.get('ge', ctx.get('gt'))}, got {_describe(err['input'])}"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+    return file.problem(loc, message)
+
+
+def _read_sql_segment(path: Path, rel: str) -> tuple[SqlSegment | None, list[RuleProblem]]:
+    text, problems = _read_text(path, rel)
+    if text is None:
+        return None, problems
+    header: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = SQL_HEADER.match(line)
+        if not m:
+            break
+        header[m.group(1)] = m.group(2)
+    entity = header.get("entity")
+    if entity not in ("user", "account"):
+        got = f"'{entity}'" if entity is not None else "no header"
+        return None, [RuleProblem(rel, 1, 0, "entity", f"{got}; expected a first line '-- entity: user' or '-- entity: account'")]
+    body = text.strip()
+    if not body or all(line.strip().startswith("--") or not line.strip() for line in body.splitlines()):
+        return None, [RuleProblem(rel, 1, 0, "", "no SQL; expected a select returning one column entity_id")]
+    return SqlSegment(segment=path.stem, entity=entity, sql=text, description=header.get("description")), []

@@ -1,0 +1,472 @@
+"""Typed rule objects: segments, journeys, criteria and action steps, validated on construction.
+
+Every model is frozen and hashable, so identical criteria (e.g. the same event filter in ten
+journeys) compare equal and the compiler can compute them once. Shapes are checked here;
+cross-file facts (does the segment exist, is the column a date) are checked in validate.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+DURATION = re.compile(r"^([1-9][0-9]{0,5})([mhdw])$")
+RELATIVE_TIME = re.compile(r"^([+-])([0-9]{1,6})([mhdw])$")
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+JSON_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+Scalar = Union[bool, int, float, str]
+
+
+def _identifier(value: Any) -> str:
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise PydanticCustomError(
+            "identifier", "'{value}' is not a valid id; expected lowercase letters, digits and _ (starting with a letter)", {"value": value}
+        )
+    return value
+
+
+def duration_seconds(text: str) -> int:
+    """`30m`, `12h`, `2d`, `1w` (or a signed relative time `-30d`) in seconds."""
+    m = DURATION.match(text.lstrip("+-"))
+    sign = -1 if text.startswith("-") else 1
+    return sign * int(m.group(1)) * UNIT_SECONDS[m.group(2)]
+
+
+def _duration(value: Any) -> str:
+    if not isinstance(value, str) or not DURATION.match(value):
+        raise PydanticCustomError(
+            "duration", "'{value}' is not a duration; expected a number and a unit m, h, d or w, e.g. 30m, 12h, 2d, 1w", {"value": value}
+        )
+    return value
+
+
+Identifier = Annotated[str, BeforeValidator(_identifier)]
+DurationText = Annotated[str, BeforeValidator(_duration)]
+
+
+class Strict(BaseModel):
+    """A mapping whose keys are all known: an unknown key is an error naming the expected ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise PydanticCustomError("mapping", "expected a mapping with keys: {expected}", {"expected": ", ".join(cls.keys())})
+        unknown = [k for k in data if k not in cls.keys()]
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_key",
+                "unknown key '{key}'; expected one of: {expected}",
+                {"key": str(unknown[0]), "expected": ", ".join(cls.keys())},
+            )
+        return data
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.alias or name for name, f in cls.model_fields.items()]
+
+
+# --------------------------------------------------------------------------- criteria
+
+PROPERTY_OPS = (
+    "more_than", "less_than", "equal_to", "not_equal_to", "contains", "does_not_contain",
+    "in", "not_in", "between", "before", "after", "is_set", "is_not_set",
+)  # fmt: skip
+PropertyOp = Literal[
+    "more_than", "less_than", "equal_to", "not_equal_to", "contains", "does_not_contain",
+    "in", "not_in", "between", "before", "after", "is_set", "is_not_set",
+]  # fmt: skip
+PROPERTY_PATH = re.compile(
+    r"^(?:(user|account)\.custom\.([A-Za-z_][A-Za-z0-9_]*)"
+    r"|(user|account|subscription)\.([a-z_][a-z0-9_]*)"
+    r"|event\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*))$"
+)
+
+
+def normalize_scalar(value: Any) -> Scalar:
+    """YAML gives dates as date objects; the rule language keeps them as ISO text."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise PydanticCustomError("scalar", "expected a text, number, boolean or date value, got {kind}", {"kind": type(value).__name__})
+
+
+class PropertyPath(BaseModel):
+    """A parsed property reference: scope (user/account/subscription/event), custom or column, name."""
+
+    model_config = ConfigDict(frozen=True)
+    scope: Literal["user", "account", "subscription", "event"]
+    custom: bool
+    name: str  # column, custom attribute name, or dotted JSON key
+
+    @classmethod
+    def parse(cls, text: str) -> "PropertyPath":
+        m = PROPERTY_PATH.match(text)
+        if not m:
+            raise PydanticCustomError(
+                "property_path",
+                "'{value}' is not a property; expected user.<column>, account.<column>, user.custom.<name>, "
+                "account.custom.<name>, subscription.<column> or event.<key>",
+                {"value": text},
+            )
+        if m.group(1):
+            return cls(scope=m.group(1), custom=True, name=m.group(2))
+        if m.group(3):
+            return cls(scope=m.group(3), custom=False, name=m.group(4))
+        return cls(scope="event", custom=False, name=m.group(5))
+
+    def __str__(self) -> str:
+        return f"{self.scope}.custom.{self.name}" if self.custom else f"{self.scope}.{self.name}"
+
+
+class PropertyLeaf(Strict):
+    property: str
+    op: PropertyOp
+    value: Any = None
+
+    @field_validator("property")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        PropertyPath.parse(v)
+        return v
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> "PropertyLeaf":
+        op, value = self.op, self.value
+        if op in ("is_set", "is_not_set"):
+            if value is not None:
+                raise PydanticCustomError("value", "op '{op}' takes no value; remove 'value'", {"op": op})
+            return self
+        if value is None:
+            raise PydanticCustomError("value", "op '{op}' needs a 'value'", {"op": op})
+        if op == "between":
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise PydanticCustomError("value", "op 'between' needs 'value: [low, high]' (two values)", {})
+            object.__setattr__(self, "value", tuple(normalize_scalar(v) for v in value))
+        elif op in ("in", "not_in"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise PydanticCustomError("value", "op '{op}' needs a non-empty list of values", {"op": op})
+            items = tuple(normalize_scalar(v) for v in value)
+            if len({_value_kind(v) for v in items}) > 1:
+                raise PydanticCustomError("value", "op '{op}' needs values of one kind (all numbers or all text)", {"op": op})
+            object.__setattr__(self, "value", items)
+        else:
+            if isinstance(value, (list, tuple, dict)):
+                raise PydanticCustomError("value", "op '{op}' needs a single value, not a list or mapping", {"op": op})
+            object.__setattr__(self, "value", normalize_scalar(value))
+        return self
+
+    @property
+    def path(self) -> PropertyPath:
+        return PropertyPath.parse(self.property)
+
+
+def _value_kind(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text"
+
+
+class SegmentLeaf(Strict):
+    segment: Identifier
+    op: Literal["has_met", "has_not_met"]
+
+
+class MilestoneLeaf(Strict):
+    milestone: str = Field(min_length=1, max_length=200)
+    op: Literal["has_met", "has_not_met"]
+
+
+class OutcomeLeaf(Strict):
+    outcome: str = Field(min_length=1, max_length=200)
+    op: Literal["has_met", "has_not_met"]
+
+
+class PlaybookLeaf(Strict):
+    playbook: str = Field(min_length=1, max_length=200)
+    op: Literal["active_in", "never_enrolled", "has_completed", "is_overdue"]
+
+
+class TeamLeaf(Strict):
+    team: Literal["csm", "sales_manager"]
+    op: Literal["equal_to", "not_equal_to", "is_set", "is_not_set"]
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> "TeamLeaf":
+        if self.op in ("equal_to", "not_equal_to") and not self.value:
+            raise PydanticCustomError("value", "op '{op}' needs a 'value' (the member's email)", {"op": self.op})
+        if self.op in ("is_set", "is_not_set") and self.value is not None:
+            raise PydanticCustomError("value", "op '{op}' takes no value; remove 'value'", {"op": self.op})
+        return self
+
+
+class EventCount(Strict):
+    at_least: int | None = Field(default=None, ge=0)
+    at_most: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "EventCount":
+        if (self.at_least is None) == (self.at_most is None):
+            raise PydanticCustomError("count", "expected exactly one of 'at_least' or 'at_most'", {})
+        return self
+
+
+class EventLeaf(Strict):
+    event: str = Field(min_length=1, max_length=200)
+    op: Literal["performed", "not_performed"]
+    where: "Criteria | None" = None
+    count: EventCount | None = None
+    within: DurationText | None = None
+
+
+class SubscriptionLeaf(Strict):
+    subscription: "Criteria"
+
+
+class SqlLeaf(Strict):
+    sql: str = Field(min_length=1, max_length=10_000)
+
+
+class AllOf(Strict):
+    all: tuple["Criteria", ...] = Field(min_length=1)
+
+
+class AnyOf(Strict):
+    any: tuple["Criteria", ...] = Field(min_length=1)
+
+
+class NotOf(Strict):
+    not_: "Criteria" = Field(alias="not")
+
+
+CRITERIA_KEYS = ("all", "any", "not", "segment", "milestone", "outcome", "playbook", "team", "property", "subscription", "event", "sql")
+_CRITERIA_BY_KEY = {
+    "all": AllOf, "any": AnyOf, "not": NotOf, "segment": SegmentLeaf, "milestone": MilestoneLeaf,
+    "outcome": OutcomeLeaf, "playbook": PlaybookLeaf, "team": TeamLeaf, "property": PropertyLeaf,
+    "subscription": SubscriptionLeaf, "event": EventLeaf, "sql": SqlLeaf,
+}  # fmt: skip
+
+
+def _tag_by_key(keys: tuple[str, ...], classes: dict[str, type]):
+    """A discriminator that picks the union member by which of its keys the mapping has."""
+
+    def tag(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return next((f"<{k}>" for k in keys if k in value), None)
+        for key, klass in classes.items():
+            if isinstance(value, klass):
+                return f"<{key}>"
+        return None
+
+    return tag
+
+
+Criteria = Annotated[
+    Union[tuple(Annotated[_CRITERIA_BY_KEY[k], Tag(f"<{k}>")] for k in CRITERIA_KEYS)],  # type: ignore[misc]
+    Discriminator(
+        _tag_by_key(CRITERIA_KEYS, _CRITERIA_BY_KEY),
+        custom_error_type="criteria",
+        custom_error_message="expected a criterion: a mapping with one of the keys " + ", ".join(CRITERIA_KEYS),
+    ),
+]
+
+# --------------------------------------------------------------------------- actions
+
+
+class SendEmail(Strict):
+    template: str = Field(min_length=1, max_length=200)
+    subject: str | None = Field(default=None, max_length=1000)
+    to: str | None = Field(default=None, max_length=320)
+
+
+class CreateTask(Strict):
+    title: str = Field(min_length=1, max_length=1000)
+    assignee: str = Field(min_length=1, max_length=320)
+    due_in: DurationText | None = None
+    notes: str | None = Field(default=None, max_length=10_000)
+
+
+def _attribute_name(value: Any) -> str:
+    if not isinstance(value, str) or not ATTRIBUTE_NAME.match(value):
+        raise PydanticCustomError(
+            "attribute", "'{value}' is not an attribute name; expected letters, digits and _", {"value": value}
+        )
+    return value
+
+
+AttributeName = Annotated[str, BeforeValidator(_attribute_name)]
+
+
+class SetAttribute(Strict):
+    name: AttributeName
+    value: Any
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _scalar(cls, v: Any) -> Scalar:
+        return normalize_scalar(v)
+
+
+class CopyAttribute(Strict):
+    from_: str = Field(alias="from")
+    to: AttributeName
+
+    @field_validator("from_")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        PropertyPath.parse(v)
+        return v
+
+
+class ClearAttribute(Strict):
+    name: AttributeName
+
+
+class IncreaseAttribute(Strict):
+    name: AttributeName
+    by: float
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise PydanticCustomError("number", "expected a number, got {value!r}", {"value": v})
+        return v
+
+
+class SendEmailStep(Strict):
+    send_email: SendEmail
+
+
+class CreateTaskStep(Strict):
+    create_task: CreateTask
+
+
+class SetAttributeStep(Strict):
+    set_attribute: SetAttribute
+
+
+class CopyAttributeStep(Strict):
+    copy_attribute: CopyAttribute
+
+
+class ClearAttributeStep(Strict):
+    clear_attribute: ClearAttribute
+
+
+class IncreaseAttributeStep(Strict):
+    increase_attribute: IncreaseAttribute
+
+
+class WaitStep(Strict):
+    wait: DurationText
+
+
+class IfStep(Strict):
+    if_: Criteria = Field(alias="if")
+    then: tuple["Step", ...] = Field(min_length=1)
+    else_: tuple["Step", ...] | None = Field(default=None, alias="else", min_length=1)
+
+
+STEP_KEYS = ("send_email", "create_task", "set_attribute", "copy_attribute", "clear_attribute", "increase_attribute", "wait", "if")
+_STEP_BY_KEY = {
+    "send_email": SendEmailStep, "create_task": CreateTaskStep, "set_attribute": SetAttributeStep,
+    "copy_attribute": CopyAttributeStep, "clear_attribute": ClearAttributeStep,
+    "increase_attribute": IncreaseAttributeStep, "wait": WaitStep, "if": IfStep,
+}  # fmt: skip
+ACTION_STEPS = (SendEmailStep, CreateTaskStep, SetAttributeStep, CopyAttributeStep, ClearAttributeStep, IncreaseAttributeStep)
+
+Step = Annotated[
+    Union[tuple(Annotated[_STEP_BY_KEY[k], Tag(f"<{k}>")] for k in STEP_KEYS)],  # type: ignore[misc]
+    Discriminator(
+        _tag_by_key(STEP_KEYS, _STEP_BY_KEY),
+        custom_error_type="step",
+        custom_error_message="expected a step: a mapping with one of the keys " + ", ".join(STEP_KEYS),
+    ),
+]
+
+
+def action_type(step: BaseModel) -> str:
+    """The step's key: `send_email`, `wait`, `if`, ..."""
+    return next(k for k, klass in _STEP_BY_KEY.items() if isinstance(step, klass))
+
+
+# --------------------------------------------------------------------------- journeys and segments
+
+
+class Cooldown(Strict):
+    cooldown: DurationText
+
+
+Reenrollment = Annotated[
+    Union[Annotated[Literal["never", "after_exit"], Tag("<mode>")], Annotated[Cooldown, Tag("<cooldown>")]],
+    Discriminator(lambda v: "<mode>" if isinstance(v, str) else "<cooldown>"),
+]
+
+
+class Entry(Strict):
+    segments: tuple[Identifier, ...] = Field(min_length=1)
+    existing_members: Literal["enroll", "skip"] = "skip"
+    reenrollment: Reenrollment = "never"
+
+
+class Goal(Strict):
+    criteria: Criteria
+    on_goal: Literal["exit", "continue"] = "exit"
+
+
+class Exit(Strict):
+    unenroll_from: tuple[Identifier, ...] = ()
+    blacklist: Criteria | None = None
+
+
+class Journey(Strict):
+    journey: Identifier
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    entity: Literal["user", "account"]
+    enabled: bool = True
+    entry: Entry
+    actions: tuple[Step, ...] = ()
+    goal: Goal | None = None
+    exit: Exit | None = None
+
+    @property
+    def title(self) -> str:
+        return self.name or self.journey
+
+
+class Segment(Strict):
+    segment: Identifier
+    entity: Literal["user", "account"]
+    description: str | None = Field(default=None, max_length=10_000)
+    criteria: Criteria
+
+
+class SqlSegment(BaseModel):
+    """A raw SQL segment (`<id>.sql`): a select returning `entity_id`, may use ref()/source()."""
+
+    model_config = ConfigDict(frozen=True)
+    segment: str
+    entity: Literal["user", "account"]
+    sql: str
+    description: str | None = None
+
+
+for _model in (EventLeaf, SubscriptionLeaf, AllOf, AnyOf, NotOf, IfStep, Goal, Exit, Journey, Segment):
+    _model.model_rebuild()

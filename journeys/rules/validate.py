@@ -1,0 +1,302 @@
+"""Cross-file checks: references, cycles, properties against the contracts, templates, escape hatches."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from jinja2 import TemplateSyntaxError, nodes
+
+from journeys.contracts import TableContract, load_contracts
+from journeys.errors import RuleError, RuleProblem
+from journeys.rules.load import RuleFile, RuleSet, load_rules
+from journeys.rules.model import (
+    RELATIVE_TIME,
+    AllOf,
+    AnyOf,
+    CopyAttributeStep,
+    CreateTaskStep,
+    IfStep,
+    Journey,
+    PropertyLeaf,
+    PropertyPath,
+    Segment,
+    SegmentLeaf,
+    SendEmailStep,
+    SqlLeaf,
+    SqlSegment,
+    NotOf,
+    duration_seconds,
+)
+from journeys.rules.sql_text import SqlTextError, check_sql_segment, parse_sql_leaf
+from journeys.rules.templates import template_environment
+from journeys.rules.walk import walk_criteria, walk_steps
+
+# What each kind of value may be compared with.
+OPS_BY_KIND = {
+    "text": {"equal_to", "not_equal_to", "contains", "does_not_contain", "in", "not_in", "is_set", "is_not_set"},
+    "number": {"more_than", "less_than", "equal_to", "not_equal_to", "in", "not_in", "between", "is_set", "is_not_set"},
+    "time": {"before", "after", "between", "equal_to", "not_equal_to", "is_set", "is_not_set"},
+    "boolean": {"equal_to", "not_equal_to", "is_set", "is_not_set"},
+    "json": {"is_set", "is_not_set"},
+}
+NUMERIC_OPS = {"more_than", "less_than"}
+TIME_OPS = {"before", "after"}
+EMAIL_RECIPIENTS = ("csm", "sales_manager", "users")
+
+
+def load_and_validate(project_dir: Path) -> RuleSet:
+    """Parse and check every rule file; raise RuleError listing all problems, before any SQL runs."""
+    rules, problems = load_rules(project_dir)
+    problems += validate_rules(rules, load_contracts(project_dir))
+    if problems:
+        raise RuleError(problems)
+    return rules
+
+
+def validate_rules(rules: RuleSet, contracts: dict[str, TableContract]) -> list[RuleProblem]:
+    problems: list[RuleProblem] = []
+    for seg_id, segment in rules.segments.items():
+        file = rules.files[("segment", seg_id)]
+        if isinstance(segment, SqlSegment):
+            try:
+                check_sql_segment(segment.sql)
+            except SqlTextError as e:
+                problems.append(RuleProblem(file.path, 1, 0, "sql", str(e)))
+            continue
+        problems += _check_criteria(rules, contracts, file, segment.criteria, ("criteria",), segment.entity)
+    problems += _segment_cycles(rules)
+    for journey_id, journey in rules.journeys.items():
+        problems += _check_journey(rules, contracts, rules.files[("journey", journey_id)], journey)
+    return problems
+
+
+def _check_journey(rules: RuleSet, contracts, file: RuleFile, journey: Journey) -> list[RuleProblem]:
+    problems = []
+    for i, seg_id in enumerate(journey.entry.segments):
+        loc = ("entry", "segments", i)
+        segment = rules.segments.get(seg_id)
+        if segment is None:
+            if ("segment", seg_id) not in rules.broken_ids:
+                problems.append(file.problem(loc, f"unknown segment '{seg_id}'; expected one of: {_names(rules.segments)}"))
+        elif segment.entity != journey.entity:
+            problems.append(file.problem(loc, f"segment '{seg_id}' is a {segment.entity} segment; expected a {journey.entity} segment"))
+    if journey.exit:
+        for i, other in enumerate(journey.exit.unenroll_from):
+            loc = ("exit", "unenroll_from", i)
+            if other == journey.journey:
+                problems.append(file.problem(loc, "a journey cannot unenroll from itself; expected another journey"))
+            elif other not in rules.journeys and ("journey", other) not in rules.broken_ids:
+                problems.append(file.problem(loc, f"unknown journey '{other}'; expected one of: {_names(rules.journeys)}"))
+        if journey.exit.blacklist is not None:
+            problems += _check_criteria(rules, contracts, file, journey.exit.blacklist, ("exit", "blacklist"), journey.entity)
+    if journey.goal:
+        problems += _check_criteria(rules, contracts, file, journey.goal.criteria, ("goal", "criteria"), journey.entity)
+    for step, loc, _ in walk_steps(journey.actions, ("actions",)):
+        if isinstance(step, IfStep):
+            problems += _check_criteria(rules, contracts, file, step.if_, loc + ("if",), journey.entity)
+        elif isinstance(step, SendEmailStep):
+            problems += _check_email(rules, contracts, file, step, loc, journey)
+        elif isinstance(step, CreateTaskStep):
+            problems += _check_template_text(contracts, file, step.create_task.title, loc + ("create_task", "title"), journey)
+            if step.create_task.notes:
+                problems += _check_template_text(contracts, file, step.create_task.notes, loc + ("create_task", "notes"), journey)
+        elif isinstance(step, CopyAttributeStep):
+            path = PropertyPath.parse(step.copy_attribute.from_)
+            problems += _check_path(contracts, file, path, loc + ("copy_attribute", "from"), journey.entity, "entity")
+    return problems
+
+
+def _check_email(rules: RuleSet, contracts, file: RuleFile, step: SendEmailStep, loc, journey: Journey) -> list[RuleProblem]:
+    email, problems = step.send_email, []
+    template = rules.templates.get(email.template)
+    if template is None:
+        names = sorted({p.stem for p in rules.templates.values()})
+        problems.append(
+            file.problem(loc + ("send_email", "template"), f"unknown template '{email.template}'; expected a file in sql_rules/templates/ "
+                         f"({', '.join(names) or 'none there'})")
+        )
+    else:
+        rel = template.relative_to(rules.project_dir).as_posix()
+        problems += _check_template_text(contracts, RuleFile(rel), template.read_text(encoding="utf-8"), (), journey, whole_file=True)
+    if email.subject:
+        problems += _check_template_text(contracts, file, email.subject, loc + ("send_email", "subject"), journey)
+    if journey.entity == "account" and not email.to:
+        problems.append(file.problem(loc + ("send_email",), f"an account journey must name 'to'; expected one of: {', '.join(EMAIL_RECIPIENTS)} or an address"))
+    if email.to and email.to not in EMAIL_RECIPIENTS and "@" not in email.to:
+        problems.append(file.problem(loc + ("send_email", "to"), f"'{email.to}' is not a recipient; expected one of: {', '.join(EMAIL_RECIPIENTS)} or an address"))
+    return problems
+
+
+def _check_template_text(contracts, file: RuleFile, text: str, loc, journey: Journey, whole_file: bool = False) -> list[RuleProblem]:
+    """Templates compile in the sandbox and use only known variables and columns."""
+    env = template_environment()
+    try:
+        tree = env.parse(text)
+    except TemplateSyntaxError as e:
+        if whole_file:
+            return [RuleProblem(file.path, e.lineno or 1, 0, "", f"template syntax: {e.message}")]
+        return [file.problem(loc, f"template syntax: {e.message}")]
+    allowed = _template_variables(contracts, journey.entity)
+    problems = []
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    for name in tree.find_all(nodes.Name):
+        if name.ctx != "load" or name.name in assigned:
+            continue
+        if name.name not in allowed:
+            message = f"unknown template variable '{name.name}'; expected one of: {', '.join(sorted(allowed))}"
+            problems.append(RuleProblem(file.path, name.lineno, 0, "", message) if whole_file else file.problem(loc, message))
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name in allowed and allowed[attr.node.name] is not None:
+            if attr.attr not in allowed[attr.node.name]:
+                message = f"unknown field '{attr.node.name}.{attr.attr}'; expected one of: {', '.join(sorted(allowed[attr.node.name]))}"
+                problems.append(RuleProblem(file.path, attr.lineno, 0, "", message) if whole_file else file.problem(loc, message))
+    return problems
+
+
+def _template_variables(contracts, entity: str) -> dict[str, set[str] | None]:
+    """Names a template may use, with their allowed fields (None: any)."""
+    user = set(contracts["users"].names) | {"custom"}
+    account = set(contracts["accounts"].names) | {"custom"}
+    variables: dict[str, set[str] | None] = {"account": account, "journey": {"id", "name"}, "action_key": None, "recipient": None}
+    variables["entity"] = user if entity == "user" else account
+    variables["user"] = user  # for an account journey mailing `users`, the recipient user
+    return variables
+
+
+def _check_criteria(rules: RuleSet, contracts, file: RuleFile, tree, loc, entity: str) -> list[RuleProblem]:
+    problems = []
+    for node, node_loc, scope in walk_criteria(tree, loc):
+        if isinstance(node, PropertyLeaf):
+            problems += _check_property(contracts, file, node, node_loc, entity, scope)
+        elif scope != "entity" and not _is_boolean_node(node):
+            inside = "an event's where" if scope == "event" else "a subscription criterion"
+            prop = "event.<key>" if scope == "event" else "subscription.<column>"
+            problems.append(file.problem(node_loc, f"only {prop} properties may be used inside {inside}; expected property, all, any or not"))
+        elif isinstance(node, SegmentLeaf):
+            target = rules.segments.get(node.segment)
+            if target is None:
+                if ("segment", node.segment) not in rules.broken_ids:
+                    problems.append(file.problem(node_loc + ("segment",), f"unknown segment '{node.segment}'; expected one of: {_names(rules.segments)}"))
+            elif target.entity == "user" and entity == "account":
+                problems.append(file.problem(node_loc + ("segment",), f"segment '{node.segment}' is a user segment; an account criterion needs an account segment"))
+        elif isinstance(node, SqlLeaf):
+            try:
+                parse_sql_leaf(node.sql, entity, contracts)
+            except SqlTextError as e:
+                problems.append(file.problem(node_loc + ("sql",), str(e)))
+    return problems
+
+
+def _is_boolean_node(node) -> bool:
+    return isinstance(node, (AllOf, AnyOf, NotOf))
+
+
+def _check_property(contracts, file: RuleFile, leaf: PropertyLeaf, loc, entity: str, scope: str) -> list[RuleProblem]:
+    path = leaf.path
+    problems = _check_path(contracts, file, path, loc + ("property",), entity, scope)
+    if problems:
+        return problems
+    kind = property_kind(contracts, path)
+    if kind is not None and leaf.op not in OPS_BY_KIND[kind]:
+        return [file.problem(loc + ("op",), f"op '{leaf.op}' does not apply to {kind} property {path}; expected one of: {', '.join(sorted(OPS_BY_KIND[kind]))}")]
+    return _check_value(file, leaf, loc, kind)
+
+
+def _check_path(contracts, file: RuleFile, path: PropertyPath, loc, entity: str, scope: str) -> list[RuleProblem]:
+    allowed_scopes = {"entity": {"user", "account"} if entity == "user" else {"account"}, "subscription": {"subscription"}, "event": {"event"}}[scope]
+    if path.scope not in allowed_scopes:
+        where = {"entity": f"a {entity} criterion", "subscription": "a subscription criterion", "event": "an event's where"}[scope]
+        expected = ", ".join(f"{s}.*" for s in sorted(allowed_scopes))
+        return [file.problem(loc, f"{path} cannot be used in {where}; expected {expected}")]
+    if path.custom or path.scope == "event":
+        return []
+    table = {"user": "users", "account": "accounts", "subscription": "subscriptions"}[path.scope]
+    if contracts[table].column(path.name) is None:
+        return [file.problem(loc, f"unknown column '{path.name}' of {table}; expected one of: {', '.join(contracts[table].names)}")]
+    return []
+
+
+def property_kind(contracts, path: PropertyPath) -> str | None:
+    """The contract kind of a column property; None for untyped text (custom attributes, event JSON)."""
+    if path.custom or path.scope == "event":
+        return None
+    table = {"user": "users", "account": "accounts", "subscription": "subscriptions"}[path.scope]
+    return contracts[table].column(path.name).kind
+
+
+def _check_value(file: RuleFile, leaf: PropertyLeaf, loc, kind: str | None) -> list[RuleProblem]:
+    values = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,) if leaf.value is not None else ()
+    op = leaf.op
+    wants_time = op in TIME_OPS or (kind == "time" and op in ("between", "equal_to", "not_equal_to"))
+    wants_number = op in NUMERIC_OPS or (kind == "number" and op not in ("is_set", "is_not_set"))
+    if op == "between" and kind is None:
+        wants_time = all(isinstance(v, str) for v in values)
+        wants_number = not wants_time
+    for v in values:
+        if wants_time and not is_time_value(v):
+            return [file.problem(loc + ("value",), f"{v!r} is not a time; expected an ISO date/timestamp or a relative time like -30d or +7d")]
+        if wants_number and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return [file.problem(loc + ("value",), f"{v!r} is not a number; expected a number for op '{op}'")]
+        if kind == "boolean" and not isinstance(v, bool):
+            return [file.problem(loc + ("value",), f"{v!r} is not a boolean; expected true or false")]
+        if op in ("contains", "does_not_contain") and not isinstance(v, str):
+            return [file.problem(loc + ("value",), f"{v!r} is not text; expected text for op '{op}'")]
+    if op == "between" and len(values) == 2 and _comparable(values[0]) > _comparable(values[1]):
+        return [file.problem(loc + ("value",), f"[{values[0]}, {values[1]}] is empty; expected [low, high] with low <= high")]
+    return []
+
+
+def is_time_value(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    if RELATIVE_TIME.match(value):
+        return True
+    try:
+        dt.datetime.fromisoformat(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _comparable(value):
+    """A sort key for between bounds: numbers as is, relative times in seconds, ISO times as timestamps."""
+    if isinstance(value, (int, float)):
+        return value
+    if RELATIVE_TIME.match(value):
+        return dt.datetime(2000, 1, 1) + dt.timedelta(seconds=duration_seconds(value))
+    return dt.datetime.fromisoformat(value).replace(tzinfo=None)
+
+
+def _segment_cycles(rules: RuleSet) -> list[RuleProblem]:
+    """A segment may use others, but never itself through any chain."""
+    graph = {sid: segment_dependencies(seg) for sid, seg in rules.segments.items()}
+    problems, state = [], {}
+
+    def visit(sid: str, chain: list[str]) -> None:
+        state[sid] = "visiting"
+        for dep in graph.get(sid, ()):
+            if state.get(dep) == "visiting":
+                cycle = chain[chain.index(dep):] + [dep] if dep in chain else [sid, dep]
+                file = rules.files[("segment", sid)]
+                loc = next(loc for node, loc, _ in walk_criteria(rules.segments[sid].criteria, ("criteria",))
+                           if isinstance(node, SegmentLeaf) and node.segment == dep)
+                problems.append(file.problem(loc + ("segment",), f"segment cycle {' -> '.join(cycle)}; expected segments that do not refer back to themselves"))
+            elif dep in graph and dep not in state:
+                visit(dep, chain + [dep])
+        state[sid] = "done"
+
+    for sid in sorted(graph):
+        if sid not in state:
+            visit(sid, [sid])
+    return problems
+
+
+def segment_dependencies(segment: Segment | SqlSegment) -> list[str]:
+    if isinstance(segment, SqlSegment):
+        return []
+    return sorted({n.segment for n, _, _ in walk_criteria(segment.criteria, ()) if isinstance(n, SegmentLeaf)})
+
+
+def _names(mapping: dict) -> str:
+    return ", ".join(sorted(mapping)) or "(none defined)"
