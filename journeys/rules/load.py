@@ -130,10 +130,13 @@ def _read_text(path: Path, rel: str) -> tuple[str | None, list[RuleProblem]]:
     size = path.stat().st_size
     if size > MAX_RULE_FILE_BYTES:
         return None, [RuleProblem(rel, 1, 0, "", f"file is {size} bytes; expected at most {MAX_RULE_FILE_BYTES}")]
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8"), []
+        return data.decode("utf-8"), []
     except UnicodeDecodeError as e:
-        return None, [RuleProblem(rel, 1, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})")]
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return None, [RuleProblem(rel, line, col, "", f"not UTF-8 text ({e.reason} 0x{data[e.start]:02x}); expected the file saved as UTF-8")]
 
 
 def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
@@ -143,15 +146,21 @@ def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
     try:
         doc = _yaml().load(text)
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 0)
-        what = " ".join(str(x) for x in (e.context, e.problem) if x) or "invalid YAML"
-        return RuleFile(rel), None, [RuleProblem(rel, line, col, "", f"YAML syntax: {what}")]
-    except (YAMLError, RecursionError) as e:
+        return RuleFile(rel), None, [_syntax_problem(rel, text, e)]
+    except YAMLError as e:
         return RuleFile(rel), None, [RuleProblem(rel, 1, 0, "", f"YAML syntax: {e}")]
+    except RecursionError:
+        line, col = _too_deep_in_text(text)
+        return RuleFile(rel), None, [RuleProblem(rel, line, col, "", TOO_DEEP)]
     file = RuleFile(rel, doc)
     if doc is None:
         return file, None, [RuleProblem(rel, 1, 0, "", f"empty file; expected a {kind} definition")]
+    bad_text = _find_surrogate(doc, ())
+    if bad_text is not None:
+        return file, None, [file.problem(bad_text, "text with a lone UTF-16 surrogate escape (\\uD800-\\uDFFF); expected real Unicode characters")]
+    too_deep = _too_deep_in_doc(doc)
+    if too_deep:
+        return file, None, [RuleProblem(rel, *too_deep, "", TOO_DEEP)]
     try:
         return file, model.model_validate(doc), []
     except ValidationError as e:
@@ -160,10 +169,81 @@ def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
         return file, None, [RuleProblem(rel, 1, 0, "", "criteria nested too deeply; expected at most about 100 levels")]
 
 
+def _find_surrogate(node: Any, loc: tuple) -> tuple | None:
+    """The path of the first string holding a lone surrogate (YAML lets "\\ud83d" through; no file can store it)."""
+    if isinstance(node, str):
+        return loc if any("\ud800" <= ch <= "\udfff" for ch in node) else None
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _find_surrogate(value, loc + (key,))
+        if found is not None:
+            return found
+    return None
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     return yaml
+
+
+_CLOSING = {"[": "]", "{": "}", '"': '"', "'": "'"}
+
+
+def _syntax_problem(rel: str, text: str, e: MarkedYAMLError) -> RuleProblem:
+    """A YAML parse error at the place to fix, in words rather than parser states where we can."""
+    mark, problem = e.problem_mark or e.context_mark, str(e.problem or "")
+    what = " ".join(str(x) for x in (e.context, e.problem) if x) or "invalid YAML"
+    if "<stream end>" in problem and e.context_mark is not None:
+        # An unclosed bracket is reported at the end of the file; the opening bracket is the place to fix.
+        mark = e.context_mark
+        opened = text[mark.index] if mark.index < len(text) else ""
+        if opened in _CLOSING:
+            what = f"'{opened}' is never closed; expected a matching '{_CLOSING[opened]}' before the end of the file"
+    elif "found character '\\t'" in problem:
+        what += "; expected spaces for indentation, not tabs"
+    elif "found duplicate key" in problem:
+        what += "; expected each key once"
+    elif "expected <block end>" in problem:
+        what += "; expected this line indented like the keys above it"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 0)
+    return RuleProblem(rel, line, col, "", f"YAML syntax: {what}")
+
+
+# Real rules nest fewer than 30 levels; far deeper trees would exhaust Python's recursion in the
+# YAML parser, the validator or the compiler, so they are refused up front with their position.
+MAX_NESTING = 100
+TOO_DEEP = f"nested more than {MAX_NESTING} levels deep; expected a flatter rule (combine conditions with all/any)"
+_OPENING_TOKENS = ("BlockMappingStartToken", "BlockSequenceStartToken", "FlowMappingStartToken", "FlowSequenceStartToken")
+_CLOSING_TOKENS = ("BlockEndToken", "FlowMappingEndToken", "FlowSequenceEndToken")
+
+
+def _too_deep_in_doc(doc: Any) -> tuple[int, int] | None:
+    """Line and column of the first mapping or list nested deeper than MAX_NESTING (iteratively)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (CommentedMap, CommentedSeq)):
+            continue
+        if depth > MAX_NESTING:
+            return node.lc.line + 1, node.lc.col + 1
+        children = node.values() if isinstance(node, CommentedMap) else node
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _too_deep_in_text(text: str) -> tuple[int, int]:
+    """Where nesting first passes MAX_NESTING, from the YAML tokens (the scanner does not recurse)."""
+    depth = 0
+    try:
+        for token in _yaml().scan(text):
+            name = type(token).__name__
+            depth += (name in _OPENING_TOKENS) - (name in _CLOSING_TOKENS)
+            if depth > MAX_NESTING:
+                return token.start_mark.line + 1, token.start_mark.column + 1
+    except YAMLError:
+        pass
+    return 1, 0
 
 
 _TYPE_WORDS = {
@@ -200,6 +280,9 @@ def _translate(file: RuleFile, err: dict) -> RuleProblem:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "unknown_key":
         loc = loc + (ctx["key"],)
+        message = err["msg"]
+    elif kind == "value":  # a leaf's value does not fit its op: point at the value
+        loc = loc + ("value",)
         message = err["msg"]
     elif kind == "missing":
         line, col = file.position(loc[:-1])

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DURATION = re.compile(r"^([1-9][0-9]{0,5})([mhdw])$")
 RELATIVE_TIME = re.compile(r"^([+-])([0-9]{1,6})([mhdw])$")
+SPAN = re.compile(r"^[+-]?([0-9]{1,6})([mhdw])$")  # either of the above, for arithmetic
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 JSON_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -34,7 +35,7 @@ def _identifier(value: Any) -> str:
 
 def duration_seconds(text: str) -> int:
     """`30m`, `12h`, `2d`, `1w` (or a signed relative time `-30d`) in seconds."""
-    m = DURATION.match(text.lstrip("+-"))
+    m = SPAN.match(text)
     sign = -1 if text.startswith("-") else 1
     return sign * int(m.group(1)) * UNIT_SECONDS[m.group(2)]
 
@@ -440,7 +441,7 @@ class Journey(Strict):
     name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=10_000)
     entity: Literal["user", "account"]
-    enabled: bool = True
+    enabled: bool = Field(default=True, strict=True)  # not lax: "yes" or 1 is an error, not true
     entry: Entry
     actions: tuple[Step, ...] = ()
     goal: Goal | None = None

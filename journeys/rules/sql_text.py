@@ -16,12 +16,16 @@ JINJA_ANY = re.compile(r"\{[{%#]")
 
 # Scalar functions an escape hatch may call: sqlglot's typed functions, minus anything that
 # reads files, the environment or settings (unknown functions parse as Anonymous and are refused).
-_REFUSED_FUNCTIONS = (exp.Anonymous, exp.ReadCSV) if hasattr(exp, "ReadCSV") else (exp.Anonymous,)
+_REFUSED_FUNCTIONS = tuple(getattr(exp, name) for name in ("Anonymous", "ReadCSV", "ReadParquet") if hasattr(exp, name))
 _REFUSED_NODES = (exp.Select, exp.Subquery, exp.Table, exp.Star, exp.Placeholder, exp.Parameter, exp.Command, exp.Query)
 
 
 class SqlTextError(ValueError):
-    """What is wrong with a piece of SQL, and what is expected."""
+    """What is wrong with a piece of SQL, and what is expected; `line` (1-based) when known."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
 
 
 def parse_sql_leaf(text: str, entity: str, contracts: dict[str, TableContract]) -> exp.Expression:
@@ -41,7 +45,8 @@ def parse_sql_leaf(text: str, entity: str, contracts: dict[str, TableContract]) 
         if isinstance(node, _REFUSED_NODES):
             raise SqlTextError("subqueries, tables and * are not allowed; expected an expression over the entity's columns")
         if isinstance(node, _REFUSED_FUNCTIONS):
-            raise SqlTextError(f"unknown function '{node.name}'; expected standard SQL functions")
+            name = node.name if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+            raise SqlTextError(f"unknown function '{name}'; expected standard SQL functions")
     for column in list(tree.find_all(exp.Column)):
         scope = column.table or entity
         if column.args.get("db") or column.args.get("catalog") or scope not in ENTITY_ALIAS:
@@ -67,12 +72,14 @@ def check_sql_segment(sql: str) -> None:
     leftover = JINJA_ANY.search(body)
     if leftover:
         line = body.count("\n", 0, leftover.start()) + 1
-        raise SqlTextError(f"line {line}: only {{{{ ref(...) }}}}, {{{{ source(...) }}}} and {{{{ as_of() }}}} may be used here")
+        raise SqlTextError(
+            f"Jinja '{leftover.group()}' is not allowed; expected only {{{{ ref(...) }}}}, {{{{ source(...) }}}} and {{{{ as_of() }}}}", line
+        )
     try:
         statements = [s for s in sqlglot.parse(body, dialect="duckdb") if s is not None]
     except ParseError as e:
         first = e.errors[0] if e.errors else {}
-        raise SqlTextError(f"line {first.get('line', '?')}: not valid SQL ({first.get('description', e)})") from None
+        raise SqlTextError(f"not valid SQL ({first.get('description', e)}); expected one select statement", first.get("line")) from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise SqlTextError("expected exactly one select statement")
     query = statements[0]

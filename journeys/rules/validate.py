@@ -62,7 +62,7 @@ def validate_rules(rules: RuleSet, contracts: dict[str, TableContract]) -> list[
             try:
                 check_sql_segment(segment.sql)
             except SqlTextError as e:
-                problems.append(RuleProblem(file.path, 1, 0, "sql", str(e)))
+                problems.append(RuleProblem(file.path, e.line or 1, 0, "sql", str(e)))
             continue
         problems += _check_criteria(rules, contracts, file, segment.criteria, ("criteria",), segment.entity)
     problems += _segment_cycles(rules)
@@ -80,7 +80,7 @@ def _check_journey(rules: RuleSet, contracts, file: RuleFile, journey: Journey) 
             if ("segment", seg_id) not in rules.broken_ids:
                 problems.append(file.problem(loc, f"unknown segment '{seg_id}'; expected one of: {_names(rules.segments)}"))
         elif segment.entity != journey.entity:
-            problems.append(file.problem(loc, f"segment '{seg_id}' is a {segment.entity} segment; expected a {journey.entity} segment"))
+            problems.append(file.problem(loc, f"segment '{seg_id}' is a{_n(segment.entity)} {segment.entity} segment; expected a{_n(journey.entity)} {journey.entity} segment"))
     if journey.exit:
         for i, other in enumerate(journey.exit.unenroll_from):
             loc = ("exit", "unenroll_from", i)
@@ -206,8 +206,10 @@ def _check_property(contracts, file: RuleFile, leaf: PropertyLeaf, loc, entity: 
 def _check_path(contracts, file: RuleFile, path: PropertyPath, loc, entity: str, scope: str) -> list[RuleProblem]:
     allowed_scopes = {"entity": {"user", "account"} if entity == "user" else {"account"}, "subscription": {"subscription"}, "event": {"event"}}[scope]
     if path.scope not in allowed_scopes:
-        where = {"entity": f"a {entity} criterion", "subscription": "a subscription criterion", "event": "an event's where"}[scope]
+        where = {"entity": f"a{_n(entity)} {entity} criterion", "subscription": "a subscription criterion", "event": "an event's where"}[scope]
         expected = ", ".join(f"{s}.*" for s in sorted(allowed_scopes))
+        if path.scope == "event":
+            expected += " (event.* only inside an event's where)"
         return [file.problem(loc, f"{path} cannot be used in {where}; expected {expected}")]
     if path.custom or path.scope == "event":
         return []
@@ -296,6 +298,11 @@ def segment_dependencies(segment: Segment | SqlSegment) -> list[str]:
     if isinstance(segment, SqlSegment):
         return []
     return sorted({n.segment for n, _, _ in walk_criteria(segment.criteria, ()) if isinstance(n, SegmentLeaf)})
+
+
+def _n(word: str) -> str:
+    """The article's n: `an account`, `a user`."""
+    return "n" if word[:1] in "aeio" else ""  # not u: `a user`
 
 
 def _names(mapping: dict) -> str:

@@ -1,0 +1,120 @@
+"""`journeys`: parse options, call one function, print. Errors print as `error: ...`, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import click
+
+from journeys.config import Settings
+from journeys.errors import JourneysError, RuleError
+
+
+class Context:
+    def __init__(self, project_dir: str | None, db: str | None, debug: bool):
+        self.settings = Settings.resolve(project_dir, db)
+        self.debug = debug
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """An ISO date or timestamp, taken as UTC (stored without a zone)."""
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not an ISO date or timestamp, e.g. 2026-11-23 or 2026-11-23T09:00") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project-dir", type=click.Path(file_okay=False), default=None, help="Project folder (default: the current folder).")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="DuckDB file (default: $JOURNEYS_DB, else warehouse/journeys.duckdb).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, project_dir: str | None, db: str | None, debug: bool) -> None:
+    """Customer journeys as files, compiled to dbt models, run exactly once."""
+    ctx.obj = Context(project_dir, db, debug)
+
+
+@cli.command()
+@click.pass_obj
+def validate(obj: Context) -> None:
+    """Check every file in sql_rules/; list all problems."""
+    from journeys.rules.validate import load_and_validate
+
+    rules = load_and_validate(obj.settings.project_dir)
+    click.echo(f"ok: {len(rules.segments)} segments, {len(rules.journeys)} journeys, {len({p for p in rules.templates.values()})} templates")
+
+
+@cli.command("compile")
+@click.pass_obj
+def compile_(obj: Context) -> None:
+    """Write the generated dbt models for the current rules."""
+    from journeys.engine.build import compile_project
+
+    compiled = compile_project(obj.settings)
+    changed = len(compiled.result.written) + len(compiled.result.removed)
+    click.echo(f"compiled {len(compiled.result.models)} models into dbt_project/models/generated ({changed} files changed)")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.pass_obj
+def load(obj: Context, data_dir: str) -> None:
+    """Load DIR/<table>.csv|.parquet into the source tables, replacing them atomically."""
+    from journeys.engine.lock import run_lock
+    from journeys.loading import load_directory
+
+    with run_lock(obj.settings.db_path, what="journeys load", on_takeover=_note):
+        counts = load_directory(obj.settings.db_path, Path(data_dir), obj.settings.project_dir)
+    for table, rows in counts.items():
+        click.echo(f"loaded {table}: {rows} rows")
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(min=20), default=2000, show_default=True, help="Size of the simulated world.")
+@click.pass_obj
+def demo(obj: Context, users: int) -> None:
+    """Sample data and sample rules, several runs over simulated days, then the outcomes."""
+    from journeys.demo import run_demo
+
+    run_demo(obj.settings, users=users, echo=click.echo)
+
+
+def _note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one place turns JourneysError into `error: ...` and exit 1."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, standalone_mode=False, prog_name="journeys")
+        return 0
+    except RuleError as e:
+        for problem in e.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"error: {len(e.problems)} problem(s) in sql_rules/; nothing was compiled or run", err=True)
+        return 1
+    except JourneysError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
