@@ -1,0 +1,1 @@
+"""Action executors: email, human tasks, attribute changes (called by the run engine)."""
