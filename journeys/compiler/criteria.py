@@ -68,7 +68,7 @@ def compile_criteria(tree: Any, ctx: CriteriaContext) -> exp.Expression:
     if isinstance(tree, OutcomeLeaf):
         return _flag(exp.column(ctx.features.outcome(tree.outcome), table="a"), tree.op == "has_met")
     if isinstance(tree, PlaybookLeaf):
-        return _flag(exp.column(ctx.features.playbook(tree.playbook, tree.op), table="a"), True)
+        return _flag(exp.column(ctx.features.playbook(tree.playbook, tree.op), table="a"), tree.op != "never_enrolled")
     if isinstance(tree, TeamLeaf):
         member = tree.value if tree.op in ("equal_to", "not_equal_to") else None
         return _flag(exp.column(ctx.features.team_member(tree.team, member), table="a"), tree.op in ("equal_to", "is_set"))

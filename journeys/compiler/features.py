@@ -70,7 +70,9 @@ class FeatureRegistry:
         return self._feature(self.outcomes, name, "outcome", name)
 
     def playbook(self, name: str, op: str) -> str:
-        return self._feature(self.playbooks, (name, op), "playbook", name, op)
+        # never_enrolled is stored as "ever enrolled" so that no row (or no account) reads as never
+        column_op = "ever_enrolled" if op == "never_enrolled" else op
+        return self._feature(self.playbooks, (name, column_op), "playbook", name, column_op)
 
     def team_member(self, role: str, member: str | None) -> str:
         return self._feature(self.team, (role, member), "team", role, "is_set" if member is None else "member")

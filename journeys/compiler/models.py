@@ -202,7 +202,6 @@ class ModelBuilder:
             ("subscription_flags", "subscriptions", "s", "sf",
              [(col, compile_criteria(tree, self.context("account", None))) for tree, col in f.subscriptions.items()]),
         ]  # fmt: skip
-        never_enrolled = {col for (_, op), col in f.playbooks.items() if op == "never_enrolled"}
         for cte, table, alias, join_alias, flags in groups:
             if not flags:
                 continue
@@ -211,9 +210,7 @@ class ModelBuilder:
             flag_select = _cross_join_run_context(flag_select.from_(exp.alias_(exp.to_table(table), alias))).group_by(key.copy())
             model.ctes.append((cte, render(flag_select), None))
             for col, _ in flags:
-                value = false_if_null(exp.column(col, table=join_alias))
-                # "never enrolled" is computed as "ever enrolled" and negated: no rows means never.
-                select = select.select(exp.alias_(exp.not_(value) if col in never_enrolled else value, col))
+                select = select.select(exp.alias_(false_if_null(exp.column(col, table=join_alias)), col))
                 model.columns[col] = f"Account flag from {table} at T."
             on = exp.EQ(this=exp.column("account_id", table=join_alias), expression=exp.column("account_id", table="a"))
             select = select.join(exp.alias_(exp.to_table(cte), join_alias), on=on, join_type="left")
@@ -350,4 +347,4 @@ def _playbook_condition(name: str, op: str) -> exp.Expression:
         return exp.and_(this, exp.EQ(this=p("status"), expression=literal("completed")), _not_after_t(p("completed_at")))
     if op == "is_overdue":
         return exp.and_(this, exp.Paren(this=active), exp.LT(this=p("due_at"), expression=AS_OF.copy()))
-    return this  # never_enrolled: the flag is "ever enrolled", negated where it is joined
+    return this  # never_enrolled: the column is "ever enrolled"; the criterion negates it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
@@ -59,7 +61,15 @@ def time_value(value: str) -> exp.Expression:
     """A criterion's time value: relative to the run's logical time, or an ISO date/timestamp."""
     if RELATIVE_TIME.match(value):
         return relative_time(value)
-    return exp.cast(exp.Literal.string(value), "timestamp")
+    return exp.cast(exp.Literal.string(utc_text(value)), "timestamp")
+
+
+def utc_text(value: str) -> str:
+    """An ISO date/timestamp as UTC text; an offset (`+02:00`) is converted, not dropped."""
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return value
+    return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
 
 
 def as_timestamp(expression: exp.Expression, *, text: bool = False) -> exp.Expression:

@@ -13,7 +13,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from journeys.errors import RuleProblem
-from journeys.rules.model import CRITERIA_KEYS, STEP_KEYS, Journey, Segment, SqlSegment
+from journeys.rules.model import IDENTIFIER, CRITERIA_KEYS, STEP_KEYS, Journey, Segment, SqlSegment
 
 RULES_DIR = "sql_rules"
 MAX_RULE_FILE_BYTES = 1_000_000
@@ -164,7 +164,7 @@ def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
     try:
         return file, model.model_validate(doc), []
     except ValidationError as e:
-        return file, None, [_translate(file, err) for err in e.errors()]
+        return file, None, [_translate(file, err) for err in e.errors() if not _after_item_errors(err)]
     except RecursionError:
         return file, None, [RuleProblem(rel, 1, 0, "", "criteria nested too deeply; expected at most about 100 levels")]
 
@@ -274,6 +274,12 @@ def _describe(value: Any) -> str:
     return repr(value) if isinstance(value, (int, float)) else f"'{value}'"
 
 
+def _after_item_errors(err: dict) -> bool:
+    """pydantic adds 'too short' to a list whose items all failed; the items' own errors say it all."""
+    value, ctx = err.get("input"), err.get("ctx") or {}
+    return err["type"] == "too_short" and isinstance(value, (list, tuple)) and len(value) >= ctx.get("min_length", 1)
+
+
 def _translate(file: RuleFile, err: dict) -> RuleProblem:
     """One pydantic error as `path:line:col: field: what is wrong; what is expected`."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("<") or p.startswith("function-"))))
@@ -316,6 +322,9 @@ def _read_sql_segment(path: Path, rel: str) -> tuple[SqlSegment | None, list[Rul
     text, problems = _read_text(path, rel)
     if text is None:
         return None, problems
+    if not IDENTIFIER.match(path.stem):
+        return None, [RuleProblem(rel, 1, 0, "", f"'{path.stem}' is not a valid segment id (the file name); "
+                                                 "expected lowercase letters, digits and _ (starting with a letter)")]
     header: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -326,7 +335,7 @@ def _read_sql_segment(path: Path, rel: str) -> tuple[SqlSegment | None, list[Rul
         header[m.group(1)] = m.group(2)
     entity = header.get("entity")
     if entity not in ("user", "account"):
-        got = f"'{entity}'" if entity is not None else "no header"
+        got = f"'{entity}' is not an entity" if entity is not None else "no '-- entity:' header"
         return None, [RuleProblem(rel, 1, 0, "entity", f"{got}; expected a first line '-- entity: user' or '-- entity: account'")]
     body = text.strip()
     if not body or all(line.strip().startswith("--") or not line.strip() for line in body.splitlines()):

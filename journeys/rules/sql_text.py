@@ -17,6 +17,16 @@ JINJA_ANY = re.compile(r"\{[{%#]")
 # Scalar functions an escape hatch may call: sqlglot's typed functions, minus anything that
 # reads files, the environment or settings (unknown functions parse as Anonymous and are refused).
 _REFUSED_FUNCTIONS = tuple(getattr(exp, name) for name in ("Anonymous", "ReadCSV", "ReadParquet") if hasattr(exp, name))
+# The logical time T is the only clock a rule may read: wall-clock and random functions would
+# make a run depend on when it happened, not on (sources, rules, state, T).
+_REFUSED_FUNCTIONS += tuple(
+    getattr(exp, name) for name in ("CurrentDate", "CurrentTime", "CurrentTimestamp", "CurrentDatetime", "Rand", "Randn", "Uuid")
+    if hasattr(exp, name)
+)
+GENERATED_MODELS = frozenset({
+    "event_features", "user_features", "account_features", "segment_membership", "journey_eligible",
+    "journey_goal_matches", "journey_exit_matches", "journey_condition_matches",
+})  # fmt: skip
 _REFUSED_NODES = (exp.Select, exp.Subquery, exp.Table, exp.Star, exp.Placeholder, exp.Parameter, exp.Command, exp.Query)
 
 
@@ -68,6 +78,14 @@ def _is_boolean(tree: exp.Expression) -> bool:
 
 def check_sql_segment(sql: str) -> None:
     """A raw segment must be one select returning a column named entity_id; Jinja only for ref/source/as_of."""
+    for call in JINJA_CALL.finditer(sql):
+        target = call.group(2).strip().strip("'\"")
+        if call.group(1) == "ref" and target in GENERATED_MODELS:
+            line = sql.count("\n", 0, call.start()) + 1
+            raise SqlTextError(
+                f"ref('{target}') is a generated model that depends on the segments (a cycle); "
+                "expected staging models (stg_*), entity_attributes or sources", line
+            )
     body = JINJA_CALL.sub(lambda m: f"__jinja_{m.group(1)}__", sql)
     leftover = JINJA_ANY.search(body)
     if leftover:

@@ -88,6 +88,8 @@ def _check_journey(rules: RuleSet, contracts, file: RuleFile, journey: Journey) 
                 problems.append(file.problem(loc, "a journey cannot unenroll from itself; expected another journey"))
             elif other not in rules.journeys and ("journey", other) not in rules.broken_ids:
                 problems.append(file.problem(loc, f"unknown journey '{other}'; expected one of: {_names(rules.journeys)}"))
+            elif other in rules.journeys and rules.journeys[other].entity != journey.entity:
+                problems.append(file.problem(loc, f"journey '{other}' is a{_n(rules.journeys[other].entity)} {rules.journeys[other].entity} journey; expected a{_n(journey.entity)} {journey.entity} journey"))
         if journey.exit.blacklist is not None:
             problems += _check_criteria(rules, contracts, file, journey.exit.blacklist, ("exit", "blacklist"), journey.entity)
     if journey.goal:
@@ -244,7 +246,7 @@ def _check_value(file: RuleFile, leaf: PropertyLeaf, loc, kind: str | None) -> l
             return [file.problem(loc + ("value",), f"{v!r} is not a boolean; expected true or false")]
         if op in ("contains", "does_not_contain") and not isinstance(v, str):
             return [file.problem(loc + ("value",), f"{v!r} is not text; expected text for op '{op}'")]
-    if op == "between" and len(values) == 2 and _comparable(values[0]) > _comparable(values[1]):
+    if op == "between" and len(values) == 2 and _same_footing(values) and _comparable(values[0]) > _comparable(values[1]):
         return [file.problem(loc + ("value",), f"[{values[0]}, {values[1]}] is empty; expected [low, high] with low <= high")]
     return []
 
@@ -261,13 +263,20 @@ def is_time_value(value) -> bool:
         return False
 
 
+def _same_footing(values) -> bool:
+    """Two bounds can be ordered here when both are numbers, both relative times or both ISO times."""
+    kinds = {"number" if isinstance(x, (int, float)) else "relative" if RELATIVE_TIME.match(x) else "absolute" for x in values}
+    return len(kinds) == 1
+
+
 def _comparable(value):
     """A sort key for between bounds: numbers as is, relative times in seconds, ISO times as timestamps."""
     if isinstance(value, (int, float)):
         return value
     if RELATIVE_TIME.match(value):
         return dt.datetime(2000, 1, 1) + dt.timedelta(seconds=duration_seconds(value))
-    return dt.datetime.fromisoformat(value).replace(tzinfo=None)
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 def _segment_cycles(rules: RuleSet) -> list[RuleProblem]:

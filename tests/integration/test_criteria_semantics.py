@@ -106,6 +106,8 @@ CASES = [
     ("p_after_relative", "user", "{property: user.created_at, op: after, value: -7d}", {"u1", "u3", "u6"}),
     ("p_before_is_strict", "user", "{property: user.created_at, op: before, value: 2026-06-01}", {"u2", "u5"}),
     ("p_between_time_inclusive", "user", "{property: user.created_at, op: between, value: [2026-06-01, 2026-06-14]}", {"u1", "u3", "u4"}),
+    ("p_iso_offset_is_converted_to_utc", "user", "{property: user.created_at, op: after, value: '2026-06-10T11:30:00+02:00'}", {"u1", "u3", "u6"}),
+    ("p_between_absolute_and_relative", "user", "{property: user.created_at, op: between, value: [2026-06-10, +1d]}", {"u1", "u3", "u6"}),
     ("p_before_null_is_false", "user", "{property: user.last_seen_at, op: before, value: -30d}", {"u2", "u5"}),
     ("p_not_over_null_is_true", "user", "{not: {property: user.last_seen_at, op: before, value: -30d}}", {"u1", "u3", "u4", "u6"}),
     ("p_date_column_vs_relative", "user", "{property: account.next_billing_on, op: before, value: +30d}", {"u1", "u2"}),
@@ -137,6 +139,7 @@ CASES = [
     # playbooks, as of T
     ("pb_active_in", "account", "{playbook: onboarding, op: active_in}", {"a2", "a3"}),
     ("pb_never_enrolled", "account", "{playbook: renewal_prep, op: never_enrolled}", {"a2", "a3"}),
+    ("pb_never_enrolled_user_without_account", "user", "{playbook: renewal_prep, op: never_enrolled}", {"u3", "u4", "u5", "u6"}),
     ("pb_has_completed", "account", "{playbook: onboarding, op: has_completed}", {"a1"}),
     ("pb_is_overdue", "account", "{playbook: renewal_prep, op: is_overdue}", {"a1"}),
     # team
