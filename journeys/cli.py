@@ -76,6 +76,41 @@ def load(obj: Context, data_dir: str) -> None:
         click.echo(f"loaded {table}: {rows} rows")
 
 
+@cli.command("run")
+@click.option("--as-of", "as_of", default=None, help="Logical time T (ISO, UTC); default: now.")
+@click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
+@click.option("--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for a run in progress.")
+@click.pass_obj
+def run_(obj: Context, as_of: str | None, dry_run: bool, wait_seconds: float) -> None:
+    """One whole run: compile, dbt build, transitions, due actions."""
+    from journeys.engine.run import run
+    from journeys.report import print_run_report
+
+    report = run(obj.settings, as_of=parse_time(as_of), dry_run=dry_run, wait_seconds=wait_seconds, echo=_note)
+    print_run_report(report, click.echo)
+
+
+@cli.command()
+@click.pass_obj
+def status(obj: Context) -> None:
+    """Per journey: enrolled, active, goal achieved, unenrolled, completed, pending actions."""
+    from journeys.report import print_status
+
+    print_status(obj.settings, click.echo)
+
+
+@cli.command()
+@click.argument("journey")
+@click.option("--as-of", "as_of", default=None, help="Logical time T (ISO, UTC); default: now.")
+@click.option("--sample", type=click.IntRange(min=0), default=10, show_default=True, help="Entity ids to show per list.")
+@click.pass_obj
+def preview(obj: Context, journey: str, as_of: str | None, sample: int) -> None:
+    """Who would enter, reach the goal and match the exit of JOURNEY at T (changes no state)."""
+    from journeys.report import print_preview
+
+    print_preview(obj.settings, journey, parse_time(as_of), sample, click.echo)
+
+
 @cli.command()
 @click.option("--users", type=click.IntRange(min=20), default=2000, show_default=True, help="Size of the simulated world.")
 @click.pass_obj
@@ -106,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: {e}", err=True)
         return 1
+    except Exception as e:  # a bug, or a library failing: one line unless --debug
+        if debug:
+            raise
+        click.echo(f"error: unexpected {type(e).__name__}: {e} (run again with --debug for the traceback)", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

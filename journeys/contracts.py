@@ -29,6 +29,7 @@ class Column:
     name: str
     data_type: str
     not_null: bool
+    unique: bool = False  # the staging yml lists a `unique` data test on the column
 
     @property
     def kind(self) -> str:
@@ -80,6 +81,7 @@ def _load_contracts(project_dir: str) -> dict[str, TableContract]:
                     name=c["name"],
                     data_type=str(c["data_type"]).lower(),
                     not_null=any(k.get("type") == "not_null" for k in c.get("constraints", [])),
+                    unique="unique" in c.get("data_tests", []),
                 )
                 for c in model.get("columns", [])
             )

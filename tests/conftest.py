@@ -65,6 +65,12 @@ class Project:
         compile_project(self.settings)
         return build_models(self.settings, self.dbt, as_of)
 
+    def run(self, as_of: dt.datetime, **kwargs):
+        """One real engine run at T (the same code path as `journeys run`), reusing this project's dbt runner."""
+        from journeys.engine.run import run
+
+        return run(self.settings, as_of=as_of, dbt=self.dbt, **kwargs)
+
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         con = self.connect()
         try:

@@ -1,4 +1,7 @@
-"""The engine's own tables (schema journey_state), created before anything reads them."""
+"""The engine's own tables (schema journey_state), created before anything reads them.
+
+Keys are content hashes, not sequences, so a rebuilt or restored database yields the same ids.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,98 @@ STATE_SCHEMA = "journey_state"
 
 STATE_DDL = [
     f"create schema if not exists {STATE_SCHEMA}",
+    # The logical time T of the build in progress (one row).
     f"create table if not exists {STATE_SCHEMA}.run_context (as_of timestamp not null)",
+    f"""create table if not exists {STATE_SCHEMA}.runs (
+        run_id varchar primary key,          -- r<T>: the next run at the same T is that same run
+        as_of timestamp not null,
+        started_at timestamp not null,       -- wall clock, UTC
+        finished_at timestamp,
+        status varchar not null,             -- running | committed | failed
+        attempts integer not null,
+        rules_hash varchar,
+        error varchar
+    )""",
+    # Journeys as the engine knows them: enabled state and the version of their step program.
+    f"""create table if not exists {STATE_SCHEMA}.journeys (
+        journey_id varchar primary key,
+        entity_type varchar not null,
+        enabled boolean not null,
+        version varchar not null,
+        enabled_at timestamp,                -- T of the first run after it was (re-)enabled
+        updated_at timestamp not null
+    )""",
+    f"""create table if not exists {STATE_SCHEMA}.journey_steps (
+        journey_id varchar not null,
+        version varchar not null,
+        step_id varchar not null,            -- position: 1, 3.then.1, ...
+        ordinal integer not null,            -- execution order within the program
+        kind varchar not null,               -- action | wait | if
+        action_type varchar,
+        wait_seconds bigint,
+        next_step_id varchar,                -- where to go after this step (null: the end)
+        then_step_id varchar,
+        else_step_id varchar,
+        params json,
+        primary key (journey_id, version, step_id)
+    )""",
+    # Segment membership as of the last committed run: the "previous" side of the entry diff.
+    f"""create table if not exists {STATE_SCHEMA}.membership (
+        segment_id varchar not null,
+        entity_type varchar not null,
+        entity_id varchar not null,
+        primary key (segment_id, entity_id)
+    )""",
+    f"""create table if not exists {STATE_SCHEMA}.tracked_segments (
+        segment_id varchar primary key,
+        since timestamp not null
+    )""",
+    f"""create table if not exists {STATE_SCHEMA}.enrollments (
+        enrollment_id varchar primary key,
+        journey_id varchar not null,
+        journey_version varchar not null,
+        entity_type varchar not null,
+        entity_id varchar not null,
+        enrolled_at timestamp not null,
+        status varchar not null,             -- active | completed | goal_achieved | unenrolled
+        goal_achieved_at timestamp,
+        ended_at timestamp,
+        end_reason varchar,
+        cursor_step_id varchar,              -- the next step to reach (null: past the last step)
+        cursor_at timestamp,                 -- when that step is reached
+        run_id varchar not null
+    )""",
+    f"""create table if not exists {STATE_SCHEMA}.actions (
+        action_key varchar primary key,      -- hash of (journey, entity type, entity id, enrolled_at, step)
+        enrollment_id varchar not null,
+        journey_id varchar not null,
+        entity_type varchar not null,
+        entity_id varchar not null,
+        step_id varchar not null,
+        ordinal integer not null,
+        action_type varchar not null,
+        params json,
+        due_at timestamp not null,
+        status varchar not null,             -- pending | sending | done | failed | cancelled
+        attempts integer not null default 0,
+        error varchar,
+        next_attempt_at timestamp,
+        executed_at timestamp,
+        run_id varchar not null
+    )""",
+    f"""create table if not exists {STATE_SCHEMA}.transitions (
+        run_id varchar not null,
+        as_of timestamp not null,
+        journey_id varchar not null,
+        entity_type varchar not null,
+        entity_id varchar not null,
+        enrollment_id varchar,               -- null for a suppressed entry
+        event varchar not null,              -- enrolled | suppressed | goal_achieved | completed | unenrolled
+        from_status varchar,
+        to_status varchar,
+        reason varchar,
+        occurred_at timestamp not null
+    )""",
     f"""create table if not exists {STATE_SCHEMA}.attributes (
         entity_type varchar not null,
         entity_id varchar not null,
@@ -20,7 +114,31 @@ STATE_DDL = [
         action_key varchar,
         primary key (entity_type, entity_id, name)
     )""",
+    f"""create table if not exists {STATE_SCHEMA}.tasks (
+        task_id varchar primary key,         -- the action key: the task's idempotency key
+        journey_id varchar not null,
+        enrollment_id varchar not null,
+        entity_type varchar not null,
+        entity_id varchar not null,
+        title varchar not null,
+        assignee varchar not null,
+        notes varchar,
+        due_at timestamp,
+        created_at timestamp not null
+    )""",
+    f"""create table if not exists {STATE_SCHEMA}.email_outbox (
+        message_id varchar primary key,
+        action_key varchar not null,
+        journey_id varchar not null,
+        recipient varchar not null,
+        subject varchar not null,
+        body varchar not null,
+        created_at timestamp not null
+    )""",
 ]
+
+STATE_TABLES = ("runs", "journeys", "journey_steps", "membership", "tracked_segments", "enrollments", "actions",
+                "transitions", "attributes", "tasks", "email_outbox")  # fmt: skip
 
 
 def ensure_state(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,0 +1,106 @@
+"""send_email: render the template with the entity's row, then SMTP (or the email_outbox relation).
+
+The action key is the Message-ID (`<KEY@DOMAIN>`, or `<KEY.N@DOMAIN>` per recipient when there are
+several), so a message re-sent after a crash can be dropped by the receiver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import smtplib
+import socket
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+
+from actions.base import ActionContext, ActionFailed
+from journeys.engine.ledger import DueAction
+
+S = "journey_state"
+TEAM_ROLES = ("csm", "sales_manager")
+SMTP_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    recipient: str
+    subject: str
+    body: str
+    html: bool
+
+
+class EmailExecutor:
+    action_types = ("send_email",)
+
+    def __init__(self, templates: dict[str, Path], smtp_url: str | None = None, *, domain: str | None = None,
+                 sender: str | None = None, timeout: float = SMTP_TIMEOUT_SECONDS):  # fmt: skip
+        self.templates = templates
+        self.smtp_url = smtp_url
+        self.domain = domain or os.environ.get("JOURNEYS_MESSAGE_ID_DOMAIN", "journeys.local")
+        self.sender = sender or os.environ.get("JOURNEYS_EMAIL_FROM", "journeys@localhost")
+        self.timeout = timeout
+
+    def is_internal(self, action: DueAction) -> bool:
+        return self.smtp_url is None  # without a server, the outbox table is the delivery
+
+    def messages(self, action: DueAction, ctx: ActionContext) -> list[Message]:
+        p = action.params
+        path = self.templates.get(p["template"])
+        if path is None:
+            raise ActionFailed(f"template '{p['template']}' no longer exists", permanent=True)
+        recipients = self._recipients(action, ctx, p.get("to"))
+        if not recipients:
+            raise ActionFailed(f"no recipient address for {action.entity_type} '{action.entity_id}' (to: {p.get('to') or 'the user'})", permanent=True)
+        body_template = path.read_text(encoding="utf-8")
+        out = []
+        for n, recipient in enumerate(recipients, start=1):
+            variables = ctx.template_variables(action, recipient)
+            suffix = f".{n}" if len(recipients) > 1 else ""
+            subject = ctx.render(p.get("subject") or variables["journey"]["name"], variables).strip()
+            out.append(Message(f"<{action.action_key}{suffix}@{self.domain}>", recipient, subject,
+                               ctx.render(body_template, variables), path.suffix == ".html"))  # fmt: skip
+        return out
+
+    def _recipients(self, action: DueAction, ctx: ActionContext, to: str | None) -> list[str]:
+        account = ctx.directory.account_of(action.entity_type, action.entity_id) or {}
+        if to is None:
+            user = ctx.directory.row(action.entity_type, action.entity_id) or {}
+            return [user["email"]] if user.get("email") else []
+        if to in TEAM_ROLES:
+            return ctx.directory.team_members(account.get("account_id"), to)
+        if to == "users":
+            return [u["email"] for u in ctx.directory.users_of(account.get("account_id")) if u.get("email")] if account else []
+        return [to]
+
+    def apply(self, con: duckdb.DuckDBPyConnection, action: DueAction, ctx: ActionContext) -> None:
+        for m in self.messages(action, ctx):
+            con.execute(
+                f"insert into {S}.email_outbox values (?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
+                [m.message_id, action.action_key, action.journey_id, m.recipient, m.subject, m.body, ctx.as_of],
+            )
+
+    def deliver(self, action: DueAction, ctx: ActionContext) -> None:
+        messages = self.messages(action, ctx)
+        url = urlparse(self.smtp_url)
+        try:
+            with smtplib.SMTP(url.hostname or "localhost", url.port or 25, timeout=self.timeout) as smtp:
+                for m in messages:
+                    smtp.send_message(self._mime(m, ctx))
+        except (smtplib.SMTPException, OSError, socket.timeout) as e:
+            raise ActionFailed(f"SMTP {url.hostname}:{url.port}: {type(e).__name__}: {e}") from None
+
+    def _mime(self, m: Message, ctx: ActionContext) -> EmailMessage:
+        mime = EmailMessage()
+        mime["From"] = self.sender
+        mime["To"] = m.recipient
+        mime["Subject"] = m.subject
+        mime["Message-ID"] = m.message_id
+        mime["Date"] = format_datetime(ctx.as_of.replace(tzinfo=dt.timezone.utc))
+        mime.set_content(m.body, subtype="html" if m.html else "plain")
+        return mime
