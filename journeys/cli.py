@@ -113,12 +113,13 @@ def preview(obj: Context, journey: str, as_of: str | None, sample: int) -> None:
 
 @cli.command()
 @click.option("--users", type=click.IntRange(min=20), default=2000, show_default=True, help="Size of the simulated world.")
+@click.option("--days", type=click.IntRange(min=1, max=60), default=7, show_default=True, help="Simulated days to run.")
 @click.pass_obj
-def demo(obj: Context, users: int) -> None:
+def demo(obj: Context, users: int, days: int) -> None:
     """Sample data and sample rules, several runs over simulated days, then the outcomes."""
     from journeys.demo import run_demo
 
-    run_demo(obj.settings, users=users, echo=click.echo)
+    run_demo(obj.settings, users=users, days=days, echo=click.echo)
 
 
 def _note(message: str) -> None:

@@ -27,8 +27,9 @@ class ExecutionCounts:
     errors: list[str] = field(default_factory=list)
 
 
-def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, executors: list, journey_names: dict[str, str]) -> ExecutionCounts:
-    actions = due_actions(con, as_of)
+def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, executors: list, journey_names: dict[str, str],
+                        held_journeys: set[str] = frozenset()) -> ExecutionCounts:  # fmt: skip
+    actions = [a for a in due_actions(con, as_of) if a.journey_id not in held_journeys]
     counts = ExecutionCounts()
     if not actions:
         return counts

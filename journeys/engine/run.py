@@ -16,7 +16,7 @@ import duckdb
 from journeys.config import Settings
 from journeys.engine import faults
 from journeys.engine.build import build_models, compile_project, connect, prepare_warehouse
-from journeys.engine.dbt import DbtProject
+from journeys.engine.dbt import DbtProject, NodeResult
 from journeys.engine.execute import ExecutionCounts, execute_due_actions
 from journeys.engine.ledger import due_actions
 from journeys.engine.lock import run_lock
@@ -34,6 +34,8 @@ class RunReport:
     transitions: TransitionCounts
     executed: ExecutionCounts = field(default_factory=ExecutionCounts)
     would_execute: list[tuple[str, str, str, str]] = field(default_factory=list)  # journey, entity, step, action type
+    nodes: list[NodeResult] = field(default_factory=list)  # what dbt built (Dagster reports one materialization each)
+    held: list[str] = field(default_factory=list)  # journeys whose actions a guard held back this run
 
 
 def utc_now() -> dt.datetime:
@@ -72,8 +74,13 @@ def run(
     wait_seconds: float = 0.0,
     echo: Callable[[str], None] = lambda message: None,
     inspect: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    hold: Callable[[duckdb.DuckDBPyConnection, RunReport], set[str]] | None = None,
 ) -> RunReport:
-    """Run the journeys at `as_of` (default: now, UTC). A dry run reports and changes no journey state."""
+    """Run the journeys at `as_of` (default: now, UTC). A dry run reports and changes no journey state.
+
+    `hold`, called after the transitions are committed, names journeys whose due actions must wait
+    (e.g. a circuit breaker): they stay pending and run on a later run once released.
+    """
     as_of = as_of or utc_now()
     run_id = run_id_for(as_of)
     with run_lock(settings.db_path, wait_seconds=wait_seconds, what=f"journeys run {run_id}", on_takeover=echo):
@@ -88,16 +95,20 @@ def run(
             con.close()
 
         echo(f"building models at {as_of:%Y-%m-%d %H:%M:%S}")
-        build_models(settings, dbt or DbtProject(settings.project_dir, settings.db_path), as_of)
+        nodes = build_models(settings, dbt or DbtProject(settings.project_dir, settings.db_path), as_of)
         faults.point("after_dbt_build")
 
         con = connect(settings)
         try:
             report = _transitions(con, compiled.rules, as_of, run_id, dry_run, rules_hash(settings.project_dir), inspect)
+            report.nodes = nodes
             if not dry_run:
                 templates = compiled.rules.templates
                 names = {jid: j.title for jid, j in compiled.rules.journeys.items()}
-                report.executed = execute_due_actions(con, as_of, executors or default_executors(settings, templates), names)
+                report.held = sorted(hold(con, report)) if hold is not None else []
+                report.executed = execute_due_actions(
+                    con, as_of, executors or default_executors(settings, templates), names, held_journeys=set(report.held)
+                )
                 con.execute(f"update {S}.runs set finished_at = ? where run_id = ?", [utc_now(), run_id])
             return report
         except BaseException as e:

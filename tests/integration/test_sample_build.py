@@ -50,3 +50,14 @@ def test_compile_cli_is_deterministic(tmp_path):
     second = journeys(root, "compile")
     assert "(0 files changed)" in second.stdout
     assert {p.name: p.read_bytes() for p in (root / "dbt_project/models/generated").iterdir()} == snapshot
+
+
+def test_demo_runs_simulated_days_and_prints_the_outcomes(tmp_path):
+    root = copy_project(tmp_path / "project")
+    db = tmp_path / "demo.duckdb"
+    result = journeys(root, "--db", str(db), "demo", "--users", "300", "--days", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(committed)") == 3
+    assert "outcomes (journey_outcomes)" in result.stdout
+    outcome_lines = [line for line in result.stdout.splitlines() if line.startswith("  ") and "%" in line]
+    assert outcome_lines, result.stdout  # one line per journey with enrollments
