@@ -26,6 +26,7 @@ class ActionContext:
     as_of: dt.datetime
     directory: EntityDirectory
     journey_names: dict[str, str] = field(default_factory=dict)
+    deliveries: "DeliveryLog | None" = None  # external executors record each accepted message here
 
     def template_variables(self, action: DueAction, recipient: str | None = None) -> dict:
         entity = self.directory.row(action.entity_type, action.entity_id)
@@ -47,6 +48,14 @@ class ActionContext:
             return template_environment().from_string(text).render(**variables)
         except Exception as e:  # a template can fail on data (e.g. a missing key): the action fails, the run goes on
             raise ActionFailed(f"template: {e}", permanent=True) from None
+
+
+class DeliveryLog(Protocol):
+    """Which messages a server already accepted, so a retry sends only the rest."""
+
+    def delivered(self, message_id: str) -> bool: ...
+
+    def record(self, message_id: str, action_key: str, recipient: str) -> None: ...
 
 
 class Executor(Protocol):

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from actions.base import ActionContext, ActionFailed
+from journeys.engine import faults
 from journeys.engine.ledger import DueAction
 
 S = "journey_state"
@@ -87,13 +88,32 @@ class EmailExecutor:
 
     def deliver(self, action: DueAction, ctx: ActionContext) -> None:
         messages = self.messages(action, ctx)
-        url = urlparse(self.smtp_url)
         try:
-            with smtplib.SMTP(url.hostname or "localhost", url.port or 25, timeout=self.timeout) as smtp:
-                for m in messages:
-                    smtp.send_message(self._mime(m, ctx))
+            mimes = [self._mime(m, ctx) for m in messages]
+        except ValueError as e:  # e.g. a line break in a rendered subject: bad data, retrying cannot help
+            raise ActionFailed(f"cannot build the message: {e}", permanent=True) from None
+        url = urlparse(self.smtp_url)
+        accepted: int | None = None  # messages accepted so far; None: not connected
+        try:
+            smtp = smtplib.SMTP(url.hostname or "localhost", url.port or 25, timeout=self.timeout)
+            try:
+                accepted = 0
+                for message, mime in zip(messages, mimes):
+                    if ctx.deliveries is not None and ctx.deliveries.delivered(message.message_id):
+                        accepted += 1  # accepted by an earlier attempt: never sent twice
+                        continue
+                    smtp.send_message(mime)
+                    faults.point("after_smtp_accept")  # the one duplicate window: accepted, not yet recorded
+                    if ctx.deliveries is not None:
+                        ctx.deliveries.record(message.message_id, action.action_key, message.recipient)
+                    accepted += 1
+            finally:
+                _quit(smtp)
         except (smtplib.SMTPException, OSError, socket.timeout) as e:
-            raise ActionFailed(f"SMTP {url.hostname}:{url.port}: {type(e).__name__}: {e}") from None
+            where = f"SMTP {url.hostname}:{url.port}"
+            if accepted is not None and len(mimes) > 1:  # a retry sends only the ones not yet accepted
+                where += f", message {accepted + 1} of {len(mimes)} ({accepted} already accepted)"
+            raise ActionFailed(f"{where}: {type(e).__name__}: {e}", permanent=_rejected_for_good(e)) from None
 
     def _mime(self, m: Message, ctx: ActionContext) -> EmailMessage:
         mime = EmailMessage()
@@ -104,3 +124,21 @@ class EmailExecutor:
         mime["Date"] = format_datetime(ctx.as_of.replace(tzinfo=dt.timezone.utc))
         mime.set_content(m.body, subtype="html" if m.html else "plain")
         return mime
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """End the session; once the messages were accepted, a failed QUIT must not fail (and re-send) them."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _rejected_for_good(error: BaseException) -> bool:
+    """A 5xx answer to the recipient or to the message is a permanent rejection (RFC 5321 §4.2.1).
+
+    A refused sender or a 5xx at connection time is a configuration problem of ours, retried until fixed.
+    """
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return bool(error.recipients) and all(code >= 500 for code, _ in error.recipients.values())
+    return isinstance(error, smtplib.SMTPDataError) and error.smtp_code >= 500

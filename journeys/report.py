@@ -48,7 +48,8 @@ with e as (
     from journey_state.enrollments group by journey_id
 ),
 a as (
-    select journey_id, count(*) filter (where status in ('pending', 'sending', 'failed')) as pending_actions
+    select journey_id,
+        count(*) filter (where status in ('pending', 'sending') or (status = 'failed' and next_attempt_at is not null)) as pending_actions
     from journey_state.actions group by journey_id
 )
 select j.journey_id, j.enabled, coalesce(e.enrolled, 0), coalesce(e.active, 0), coalesce(e.goal_achieved, 0),

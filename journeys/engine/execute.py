@@ -34,7 +34,8 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
     if not actions:
         return counts
     by_type = {t: executor for executor in executors for t in executor.action_types}
-    ctx = ActionContext(as_of, EntityDirectory(con, {(a.entity_type, a.entity_id) for a in actions}), journey_names)
+    ctx = ActionContext(as_of, EntityDirectory(con, {(a.entity_type, a.entity_id) for a in actions}), journey_names,
+                        deliveries=LedgerDeliveries(con, as_of))
     internal = [a for a in actions if by_type[a.action_type].is_internal(a)]
     external = [a for a in actions if not by_type[a.action_type].is_internal(a)]
 
@@ -60,14 +61,31 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
         mark_sending(con, action.action_key)  # autocommit: durable before the message leaves
         try:
             by_type[action.action_type].deliver(action, ctx)
-        except ActionFailed as e:
-            mark_failed(con, action.action_key, str(e), as_of, count_attempt=False, permanent=e.permanent)
-            _failed(counts, action, e)
+        except Exception as e:  # ActionFailed, or a bug in an executor: recorded, retried, never wedged in `sending`
+            failure = e if isinstance(e, ActionFailed) else ActionFailed(f"{type(e).__name__}: {e}")
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=False, permanent=failure.permanent)
+            _failed(counts, action, failure)
             continue
         faults.point("after_external_delivery")
         mark_done(con, action.action_key, as_of, count_attempt=False)
         counts.done[action.action_type] += 1
     return counts
+
+
+class LedgerDeliveries:
+    """Each message the server accepted is recorded at once (autocommit), before the next one leaves."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, as_of: dt.datetime):
+        self.con, self.as_of = con, as_of
+
+    def delivered(self, message_id: str) -> bool:
+        return self.con.execute("select count(*) from journey_state.deliveries where message_id = ?", [message_id]).fetchone()[0] > 0
+
+    def record(self, message_id: str, action_key: str, recipient: str) -> None:
+        self.con.execute(
+            "insert into journey_state.deliveries values (?, ?, ?, ?) on conflict do nothing",
+            [message_id, action_key, recipient, self.as_of],
+        )
 
 
 def _failed(counts: ExecutionCounts, action: DueAction, error: ActionFailed) -> None:

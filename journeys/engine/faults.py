@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("after_dbt_build", "mid_transitions", "before_commit", "mid_internal_actions", "after_external_delivery")
+POINTS = ("after_dbt_build", "mid_transitions", "before_commit", "mid_internal_actions", "after_smtp_accept",
+          "after_external_delivery")
 
 
 def point(name: str) -> None:

@@ -109,7 +109,8 @@ def mark_failed(con: duckdb.DuckDBPyConnection, key: str, error: str, as_of: dt.
     if permanent:
         attempts = max(attempts, MAX_ATTEMPTS)
     delay = min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+    retry_at = as_of + delay if attempts < MAX_ATTEMPTS else None  # no next attempt: none is shown
     con.execute(
         f"update {S}.actions set status = 'failed', attempts = ?, error = ?, next_attempt_at = ? where action_key = ?",
-        [attempts, error[:2000], as_of + delay, key],
+        [attempts, error[:2000], retry_at, key],
     )

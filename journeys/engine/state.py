@@ -126,6 +126,13 @@ STATE_DDL = [
         due_at timestamp,
         created_at timestamp not null
     )""",
+    # One row per message an SMTP server accepted: a retry skips what was already delivered.
+    f"""create table if not exists {STATE_SCHEMA}.deliveries (
+        message_id varchar primary key,
+        action_key varchar not null,
+        recipient varchar not null,
+        delivered_at timestamp not null
+    )""",
     f"""create table if not exists {STATE_SCHEMA}.email_outbox (
         message_id varchar primary key,
         action_key varchar not null,
@@ -138,7 +145,7 @@ STATE_DDL = [
 ]
 
 STATE_TABLES = ("runs", "journeys", "journey_steps", "membership", "tracked_segments", "enrollments", "actions",
-                "transitions", "attributes", "tasks", "email_outbox")  # fmt: skip
+                "transitions", "attributes", "tasks", "deliveries", "email_outbox")  # fmt: skip
 
 
 def ensure_state(con: duckdb.DuckDBPyConnection) -> None:

@@ -19,6 +19,16 @@ from journeys.rules.model import Cooldown, duration_seconds
 
 S = "journey_state"
 
+# Entry is a diff per (journey, segment): a segment added to a journey later is new *to that journey*,
+# even when another journey has tracked it for months, so its current members are that journey's
+# existing members (existing_members decides). Belongs with the other tables in state.py.
+JOURNEY_SEGMENTS_DDL = f"""create table if not exists {S}.journey_segments (
+    journey_id varchar not null,
+    segment_id varchar not null,
+    since timestamp not null,            -- T of the first run at which the journey tracked the segment
+    primary key (journey_id, segment_id)
+)"""
+
 
 @dataclass
 class TransitionCounts:
@@ -90,6 +100,7 @@ class RunTransitions:
         self.sql("create or replace temp table _jny_segments (journey_id varchar, segment_id varchar)")
         self.sql("create or replace temp table _jny_unenroll (journey_id varchar, other_journey_id varchar)")
         known = dict(self.sql(f"select journey_id, enabled from {S}.journeys").fetchall())
+        self._ensure_journey_segments(known)
         for jid, journey in sorted(self.rules.journeys.items()):
             version = journey_version(journey)
             reenroll = journey.entry.reenrollment
@@ -129,6 +140,21 @@ class RunTransitions:
             [self.as_of],
         )
 
+    def _ensure_journey_segments(self, known: dict[str, bool]) -> None:
+        """Create journey_segments on first use. A database from before it existed tracked segments
+        globally: seed each enabled journey's current segments that were tracked, so upgrading enrolls nobody."""
+        exists = self.sql(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = 'journey_segments'", [S]
+        ).fetchone()[0]
+        if exists:
+            return
+        self.sql(JOURNEY_SEGMENTS_DDL)
+        tracked = dict(self.sql(f"select segment_id, since from {S}.tracked_segments").fetchall())
+        rows = [[jid, seg, tracked[seg]] for jid, journey in sorted(self.rules.journeys.items()) if known.get(jid)
+                for seg in dict.fromkeys(journey.entry.segments) if seg in tracked]  # fmt: skip
+        if rows:
+            self.con.executemany(f"insert into {S}.journey_segments values (?, ?, ?)", rows)
+
     def _store_program(self, jid: str, version: str, journey) -> None:
         exists = self.sql(f"select count(*) from {S}.journey_steps where journey_id = ? and version = ?", [jid, version]).fetchone()[0]
         if exists or not journey.actions:
@@ -144,15 +170,15 @@ class RunTransitions:
 
     def enter_and_enroll(self) -> None:
         # 1. Entering: a member now that was not one at the previous run. On a journey's first run
-        #    after being enabled (or a segment's first run), current members enter only with
-        #    existing_members: enroll.
+        #    after being enabled (or the first run at which the journey tracks the segment), current
+        #    members enter only with existing_members: enroll.
         self.sql(
             f"""create or replace temp table _entering as
                 select distinct js.journey_id, m.entity_type, m.entity_id
                 from _jny_segments as js
                 inner join _jny as j on j.journey_id = js.journey_id and j.enabled
                 inner join main.segment_membership as m on m.segment_id = js.segment_id
-                left join {S}.tracked_segments as ts on ts.segment_id = js.segment_id
+                left join {S}.journey_segments as ts on ts.journey_id = js.journey_id and ts.segment_id = js.segment_id
                 left join {S}.membership as prev on prev.segment_id = m.segment_id and prev.entity_id = m.entity_id
                 where case when j.first_run or ts.segment_id is null then j.existing_members = 'enroll'
                            else prev.entity_id is null end"""
@@ -273,6 +299,18 @@ class RunTransitions:
         self.sql(
             f"""insert into {S}.tracked_segments
                 select distinct segment_id, cast(? as timestamp) from _jny_segments
+                on conflict do nothing""",
+            [self.as_of],
+        )
+        # A segment removed from a journey and added back later is new to it again.
+        self.sql(
+            f"""delete from {S}.journey_segments as t
+                where not exists (select 1 from _jny_segments as js
+                                  where js.journey_id = t.journey_id and js.segment_id = t.segment_id)"""
+        )
+        self.sql(
+            f"""insert into {S}.journey_segments
+                select distinct journey_id, segment_id, cast(? as timestamp) from _jny_segments
                 on conflict do nothing""",
             [self.as_of],
         )
