@@ -46,11 +46,12 @@ def record_reached_actions(con: duckdb.DuckDBPyConnection, reached_table: str, r
 
 
 def cancel_open_actions(con: duckdb.DuckDBPyConnection, ended_table: str) -> int:
-    """Ending an enrollment cancels what it has not executed (pending or waiting for a retry)."""
+    """Ending an enrollment cancels what it has not executed (pending or waiting for a retry);
+    a permanent failure stays `failed`, so it remains visible."""
     return con.execute(
         f"""
         update {S}.actions set status = 'cancelled', next_attempt_at = null
-        where status in ('pending', 'failed')
+        where (status = 'pending' or (status = 'failed' and next_attempt_at is not null))
           and enrollment_id in (select enrollment_id from {ended_table})
         """
     ).fetchone()[0]

@@ -55,9 +55,14 @@ STATE_DDL = [
         entity_id varchar not null,
         primary key (segment_id, entity_id)
     )""",
-    f"""create table if not exists {STATE_SCHEMA}.tracked_segments (
-        segment_id varchar primary key,
-        since timestamp not null
+    # Entry is a diff per (journey, segment): a segment added to a journey later is new *to that
+    # journey*, even when another journey has tracked it for months, so its current members are
+    # that journey's existing members (existing_members decides).
+    f"""create table if not exists {STATE_SCHEMA}.journey_segments (
+        journey_id varchar not null,
+        segment_id varchar not null,
+        since timestamp not null,            -- T of the first run at which the journey tracked the segment
+        primary key (journey_id, segment_id)
     )""",
     f"""create table if not exists {STATE_SCHEMA}.enrollments (
         enrollment_id varchar primary key,
@@ -144,7 +149,7 @@ STATE_DDL = [
     )""",
 ]
 
-STATE_TABLES = ("runs", "journeys", "journey_steps", "membership", "tracked_segments", "enrollments", "actions",
+STATE_TABLES = ("runs", "journeys", "journey_steps", "membership", "journey_segments", "enrollments", "actions",
                 "transitions", "attributes", "tasks", "deliveries", "email_outbox")  # fmt: skip
 
 

@@ -14,21 +14,11 @@ import duckdb
 
 from journeys.engine.ledger import cancel_open_actions, content_key_sql
 from journeys.engine.program import first_step_id, flatten, journey_version
+from journeys.engine.stepper import advance_enrollments
 from journeys.rules.load import RuleSet
 from journeys.rules.model import Cooldown, duration_seconds
 
 S = "journey_state"
-
-# Entry is a diff per (journey, segment): a segment added to a journey later is new *to that journey*,
-# even when another journey has tracked it for months, so its current members are that journey's
-# existing members (existing_members decides). Belongs with the other tables in state.py.
-JOURNEY_SEGMENTS_DDL = f"""create table if not exists {S}.journey_segments (
-    journey_id varchar not null,
-    segment_id varchar not null,
-    since timestamp not null,            -- T of the first run at which the journey tracked the segment
-    primary key (journey_id, segment_id)
-)"""
-
 
 @dataclass
 class TransitionCounts:
@@ -54,8 +44,6 @@ class RunTransitions:
         self.unenroll_from_other_journeys()
         self.exit_blacklisted()
         self.reach_goals()
-        from journeys.engine.stepper import advance_enrollments
-
         advance_enrollments(self)
         self.snapshot_membership()
         return self.counts
@@ -100,7 +88,6 @@ class RunTransitions:
         self.sql("create or replace temp table _jny_segments (journey_id varchar, segment_id varchar)")
         self.sql("create or replace temp table _jny_unenroll (journey_id varchar, other_journey_id varchar)")
         known = dict(self.sql(f"select journey_id, enabled from {S}.journeys").fetchall())
-        self._ensure_journey_segments(known)
         for jid, journey in sorted(self.rules.journeys.items()):
             version = journey_version(journey)
             reenroll = journey.entry.reenrollment
@@ -139,21 +126,6 @@ class RunTransitions:
             f"update {S}.journeys set enabled = false, updated_at = ? where journey_id not in (select journey_id from _jny)",
             [self.as_of],
         )
-
-    def _ensure_journey_segments(self, known: dict[str, bool]) -> None:
-        """Create journey_segments on first use. A database from before it existed tracked segments
-        globally: seed each enabled journey's current segments that were tracked, so upgrading enrolls nobody."""
-        exists = self.sql(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = 'journey_segments'", [S]
-        ).fetchone()[0]
-        if exists:
-            return
-        self.sql(JOURNEY_SEGMENTS_DDL)
-        tracked = dict(self.sql(f"select segment_id, since from {S}.tracked_segments").fetchall())
-        rows = [[jid, seg, tracked[seg]] for jid, journey in sorted(self.rules.journeys.items()) if known.get(jid)
-                for seg in dict.fromkeys(journey.entry.segments) if seg in tracked]  # fmt: skip
-        if rows:
-            self.con.executemany(f"insert into {S}.journey_segments values (?, ?, ?)", rows)
 
     def _store_program(self, jid: str, version: str, journey) -> None:
         exists = self.sql(f"select count(*) from {S}.journey_steps where journey_id = ? and version = ?", [jid, version]).fetchone()[0]
@@ -295,12 +267,6 @@ class RunTransitions:
             f"""insert into {S}.membership
                 select m.segment_id, m.entity_type, m.entity_id from main.segment_membership as m
                 on conflict do nothing"""
-        )
-        self.sql(
-            f"""insert into {S}.tracked_segments
-                select distinct segment_id, cast(? as timestamp) from _jny_segments
-                on conflict do nothing""",
-            [self.as_of],
         )
         # A segment removed from a journey and added back later is new to it again.
         self.sql(
