@@ -13,6 +13,10 @@ from journeys.engine.ledger import DueAction
 from journeys.rules.templates import template_environment
 
 
+class ActionSkipped(Exception):
+    """The action will not run, by design (e.g. every recipient is suppressed): status `skipped`, with the reason."""
+
+
 class ActionFailed(Exception):
     """The action did not take effect. `permanent`: retrying cannot help (e.g. no recipient)."""
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from actions.base import ActionContext, ActionFailed
+from actions.base import ActionContext, ActionFailed, ActionSkipped
 from journeys.engine import faults
 from journeys.engine.ledger import DueAction
 
@@ -40,12 +40,19 @@ class EmailExecutor:
     action_types = ("send_email",)
 
     def __init__(self, templates: dict[str, Path], smtp_url: str | None = None, *, domain: str | None = None,
-                 sender: str | None = None, timeout: float = SMTP_TIMEOUT_SECONDS):  # fmt: skip
+                 sender: str | None = None, list_unsubscribe: str | None = None, timeout: float = SMTP_TIMEOUT_SECONDS):  # fmt: skip
         self.templates = templates
         self.smtp_url = smtp_url
         self.domain = domain or os.environ.get("JOURNEYS_MESSAGE_ID_DOMAIN", "journeys.local")
         self.sender = sender or os.environ.get("JOURNEYS_EMAIL_FROM", "journeys@localhost")
+        self.list_unsubscribe = list_unsubscribe or f"<mailto:unsubscribe@{self.domain}>"
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, templates: dict[str, Path], smtp_url: str | None, email) -> "EmailExecutor":
+        """From journeys.yml's `email:` section (environment variables override the Message-ID domain and sender)."""
+        return cls(templates, smtp_url, domain=os.environ.get("JOURNEYS_MESSAGE_ID_DOMAIN") or email.message_id_domain,
+                   sender=os.environ.get("JOURNEYS_EMAIL_FROM") or email.from_, list_unsubscribe=email.list_unsubscribe)  # fmt: skip
 
     def is_internal(self, action: DueAction) -> bool:
         return self.smtp_url is None  # without a server, the outbox table is the delivery
@@ -58,10 +65,16 @@ class EmailExecutor:
         recipients = self._recipients(action, ctx, p.get("to"))
         if not recipients:
             raise ActionFailed(f"no recipient address for {action.entity_type} '{action.entity_id}' (to: {p.get('to') or 'the user'})", permanent=True)
+        allowed = [(n, r) for n, r in enumerate(recipients, start=1) if not ctx.directory.is_suppressed(r)]
+        if not allowed:
+            raise ActionSkipped("suppressed: " + ", ".join(recipients))
         body_template = path.read_text(encoding="utf-8")
         out = []
-        for n, recipient in enumerate(recipients, start=1):
+        for n, recipient in allowed:  # numbered over all recipients, so a Message-ID never depends on suppressions
             variables = ctx.template_variables(action, recipient)
+            if p.get("to") == "users":
+                variables["user"] = next((u for u in ctx.directory.users_of(variables["account"].get("account_id"))
+                                          if u.get("email") == recipient), {})  # fmt: skip
             suffix = f".{n}" if len(recipients) > 1 else ""
             subject = ctx.render(p.get("subject") or variables["journey"]["name"], variables).strip()
             out.append(Message(f"<{action.action_key}{suffix}@{self.domain}>", recipient, subject,
@@ -82,8 +95,8 @@ class EmailExecutor:
     def apply(self, con: duckdb.DuckDBPyConnection, action: DueAction, ctx: ActionContext) -> None:
         for m in self.messages(action, ctx):
             con.execute(
-                f"insert into {S}.email_outbox values (?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
-                [m.message_id, action.action_key, action.journey_id, m.recipient, m.subject, m.body, ctx.as_of],
+                f"insert into {S}.email_outbox values (?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
+                [m.message_id, action.action_key, action.journey_id, m.recipient, m.subject, m.body, self.list_unsubscribe, ctx.as_of],
             )
 
     def deliver(self, action: DueAction, ctx: ActionContext) -> None:
@@ -122,6 +135,7 @@ class EmailExecutor:
         mime["Subject"] = m.subject
         mime["Message-ID"] = m.message_id
         mime["Date"] = format_datetime(ctx.as_of.replace(tzinfo=dt.timezone.utc))
+        mime["List-Unsubscribe"] = self.list_unsubscribe
         mime.set_content(m.body, subtype="html" if m.html else "plain")
         return mime
 

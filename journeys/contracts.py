@@ -19,6 +19,8 @@ SOURCE_TABLES = (
     "custom_attributes",
     "events",
 )
+# Optional sources: created empty when missing, so a team that has none needs no file.
+OPTIONAL_SOURCE_TABLES = ("email_suppressions",)
 
 NUMERIC_TYPES = frozenset({"integer", "bigint", "double", "float", "real", "decimal", "numeric", "smallint", "hugeint"})
 TEMPORAL_TYPES = frozenset({"date", "timestamp", "timestamptz"})

@@ -56,15 +56,16 @@ def _print_outcomes(settings: Settings, echo: Callable[[str], None]) -> None:
     con = connect(settings)
     try:
         rows = con.execute(
-            "select journey_id, enrolled, active, completed, goal_achieved, unenrolled, goal_rate, median_hours_to_goal "
-            "from journey_outcomes order by journey_id"
+            "select journey_id || case when variant = 'holdout' then ' (holdout)' else '' end"
+            " || coalesce(' /' || split_path, ''), enrolled, active, completed, goal_achieved, unenrolled, goal_rate, "
+            "median_hours_to_goal from journey_outcomes order by journey_id, variant desc, split_path"
         ).fetchall()
         emails, tasks = con.execute("select (select count(*) from email_outbox), (select count(*) from journey_tasks)").fetchone()
     finally:
         con.close()
     echo("\noutcomes (journey_outcomes)")
-    echo(f"  {'journey':<20} {'enrolled':>8} {'active':>7} {'completed':>9} {'goal':>5} {'unenrolled':>10} {'goal rate':>9} {'median h to goal':>16}")
+    echo(f"  {'journey (variant / path)':<28} {'enrolled':>8} {'active':>7} {'completed':>9} {'goal':>5} {'unenrolled':>10} {'goal rate':>9} {'median h to goal':>16}")
     for jid, enrolled, active, completed, goal, unenrolled, rate, median in rows:
         median_text = f"{median:.1f}" if median is not None else "-"
-        echo(f"  {jid:<20} {enrolled:>8} {active:>7} {completed:>9} {goal:>5} {unenrolled:>10} {rate:>9.1%} {median_text:>16}")
+        echo(f"  {jid:<28} {enrolled:>8} {active:>7} {completed:>9} {goal:>5} {unenrolled:>10} {rate:>9.1%} {median_text:>16}")
     echo(f"  emails written to email_outbox: {emails}; human tasks created: {tasks}")

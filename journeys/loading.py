@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from journeys.contracts import SOURCE_TABLES, Column, TableContract, load_contracts
+from journeys.contracts import OPTIONAL_SOURCE_TABLES, SOURCE_TABLES, Column, TableContract, load_contracts
 from journeys.errors import DataError, StateError
 
 FORMATS = ("csv", "parquet")
@@ -72,12 +72,13 @@ def find_source_files(data_dir: Path) -> dict[str, Path]:
     """The file of each table present in data_dir, in SOURCE_TABLES order; any other file is an error."""
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such directory")
-    expected = ", ".join(SOURCE_TABLES)
+    tables = SOURCE_TABLES + OPTIONAL_SOURCE_TABLES
+    expected = ", ".join(tables)
     found: dict[str, Path] = {}
     problems = []
     for path in sorted(p for p in data_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
         table, _, fmt = path.name.partition(".")
-        if table not in SOURCE_TABLES or fmt not in FORMATS:
+        if table not in tables or fmt not in FORMATS:
             problems.append(f"{path}: not a source table file; expected <table>.csv or <table>.parquet "
                             f"with <table> one of: {expected}")
         elif table in found:
@@ -90,7 +91,7 @@ def find_source_files(data_dir: Path) -> dict[str, Path]:
     if not found:
         raise DataError(f"{data_dir}: no source files; expected <table>.csv or <table>.parquet "
                         f"with <table> one of: {expected}")
-    return {t: found[t] for t in SOURCE_TABLES if t in found}
+    return {t: found[t] for t in tables if t in found}
 
 
 def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path, contract: TableContract) -> str | None:

@@ -30,9 +30,14 @@ def print_run_report(report: RunReport, echo: Echo) -> None:
         by_type = Counter(a[3] for a in report.would_execute)
         echo("  would execute: " + (", ".join(f"{n} {kind}" for kind, n in sorted(by_type.items())) or "nothing"))
         return
-    done, failed = report.executed.done, report.executed.failed
-    echo("  executed: " + (", ".join(f"{n} {kind}" for kind, n in sorted(done.items())) or "nothing")
-         + ("; failed: " + ", ".join(f"{n} {kind}" for kind, n in sorted(failed.items())) if failed else ""))  # fmt: skip
+    ex = report.executed
+    line = "  executed: " + (", ".join(f"{n} {kind}" for kind, n in sorted(ex.done.items())) or "nothing")
+    for label, counter in (("failed", ex.failed), ("skipped", ex.skipped), ("deferred", ex.deferred)):
+        if counter:
+            line += f"; {label}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counter.items()))
+    echo(line)
+    if report.held:
+        echo(f"  held by a guard (actions stay pending): {', '.join(report.held)}")
     for error in report.executed.errors[:10]:
         echo(f"  failed: {error}")
 

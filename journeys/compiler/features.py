@@ -22,6 +22,8 @@ from journeys.rules.model import (
     Segment,
     SubscriptionLeaf,
     TeamLeaf,
+    WaitUntilDateStep,
+    WaitUntilStep,
 )
 from journeys.rules.walk import walk_criteria, walk_steps
 
@@ -105,8 +107,10 @@ def collect_features(rules) -> FeatureRegistry:
         for tree in journey_criteria(journey):
             register_tree(registry, tree, journey.entity)
         for step, _, _ in walk_steps(journey.actions, ()):
-            if isinstance(step, CopyAttributeStep):
-                path = PropertyLeaf(property=step.copy_attribute.from_, op="is_set").path
+            source = step.copy_attribute.from_ if isinstance(step, CopyAttributeStep) else (
+                step.wait_until_date.property if isinstance(step, WaitUntilDateStep) else None)
+            if source is not None:
+                path = PropertyLeaf(property=source, op="is_set").path
                 if path.custom:
                     registry.custom_attribute(path.scope, path.name)
     return registry
@@ -119,7 +123,11 @@ def journey_criteria(journey) -> list[Any]:
         trees.append(journey.goal.criteria)
     if journey.exit and journey.exit.blacklist is not None:
         trees.append(journey.exit.blacklist)
-    trees += [step.if_ for step, _, _ in walk_steps(journey.actions, ()) if isinstance(step, IfStep)]
+    for step, _, _ in walk_steps(journey.actions, ()):
+        if isinstance(step, IfStep):
+            trees.append(step.if_)
+        elif isinstance(step, WaitUntilStep):
+            trees.append(step.wait_until.criteria)
     return trees
 
 

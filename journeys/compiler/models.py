@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from journeys.compiler.criteria import ENTITY_KEY, CriteriaContext, compile_criteria, event_window
+from journeys.compiler.criteria import ENTITY_KEY, CriteriaContext, compile_criteria, event_window, property_column
 from journeys.compiler.features import FeatureRegistry
-from journeys.compiler.sql import AS_OF, false_if_null, literal, render
+from journeys.compiler.sql import AS_OF, as_timestamp, false_if_null, literal, render
 from journeys.contracts import TableContract
 from journeys.rules.load import RuleSet
-from journeys.rules.model import IfStep, SqlSegment, duration_seconds
+from journeys.rules.model import IfStep, PropertyLeaf, SqlSegment, WaitUntilDateStep, WaitUntilStep, duration_seconds
 from journeys.rules.validate import segment_dependencies
 from journeys.rules.walk import walk_steps
 
@@ -39,12 +39,19 @@ class Model:
     ctes: list[tuple[str, str, str | None]] = field(default_factory=list)  # (name, sql, rule file it came from)
 
 
+@dataclass(frozen=True)
+class DateValue:
+    """A part of a match model that reads a date property instead of testing criteria."""
+
+    leaf: PropertyLeaf
+
+
 def _cross_join_run_context(select: exp.Select) -> exp.Select:
     return select.join(exp.alias_(exp.to_table("run_context"), "rc"), join_type="cross")
 
 
-def _empty(columns: list[str]) -> str:
-    cols = ",\n    ".join(f"cast(null as varchar) as {c}" for c in columns)
+def _empty(columns: list[str], types: dict[str, str] | None = None) -> str:
+    cols = ",\n    ".join(f"cast(null as {(types or {}).get(c, 'varchar')}) as {c}" for c in columns)
     return f"select\n    {cols}\nwhere 1 = 0"
 
 
@@ -218,15 +225,15 @@ class ModelBuilder:
 
     # ----------------------------------------------------------------------- membership and matches
 
-    def _entity_select(self, entity: str, condition: exp.Expression) -> exp.Select:
+    def _entity_select(self, entity: str, condition: exp.Expression, *extra: exp.Expression) -> exp.Select:
         """`select <key> as entity_id` over the entity's feature rows (a user row sees its account as `a`)."""
         alias, key = ENTITY_KEY[entity]
         if entity == "user":
-            select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id")).from_(exp.alias_(exp.to_table("user_features"), "u"))
+            select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id"), *extra).from_(exp.alias_(exp.to_table("user_features"), "u"))
             on = exp.EQ(this=exp.column("account_id", table="a"), expression=exp.column("account_id", table="u"))
             select = select.join(exp.alias_(exp.to_table("account_features"), "a"), on=on, join_type="left")
         else:
-            select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id")).from_(exp.alias_(exp.to_table("account_features"), "a"))
+            select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id"), *extra).from_(exp.alias_(exp.to_table("account_features"), "a"))
         return _cross_join_run_context(select).where(condition)
 
     def segment_membership(self) -> Model:
@@ -288,12 +295,19 @@ class ModelBuilder:
         ))
         return model
 
-    def _match_model(self, name: str, description: str, extra_columns: dict[str, str], parts: list[tuple[str, str, str, object, dict]]) -> Model:
-        """parts: (cte name, journey id, entity, criteria, extra literal columns)."""
+    def _match_model(self, name: str, description: str, extra_columns: dict[str, str], parts: list[tuple[str, str, str, object, dict]],
+                     value_column: str | None = None) -> Model:  # fmt: skip
+        """parts: (cte name, journey id, entity, criteria or a date property, extra literal columns).
+
+        With `value_column`, a DateValue part selects every entity whose property is set, with its
+        value as a timestamp in that column (criteria parts leave it null)."""
+        columns_doc = {**MATCH_COLUMNS, **extra_columns}
+        if value_column:
+            columns_doc[value_column] = "For a wait_until_date step: the entity's date property as a timestamp."
         model = Model(
             name,
             description,
-            {**MATCH_COLUMNS, **extra_columns},
+            columns_doc,
             [("user_features", ref("user_features")), ("account_features", ref("account_features")),
              ("segment_membership", ref("segment_membership")), ("run_context", RUN_CONTEXT)],
         )  # fmt: skip
@@ -302,13 +316,21 @@ class ModelBuilder:
         )
         unions = []
         for cte, journey_id, entity, tree, extra in parts:
-            sql = render(self._entity_select(entity, compile_criteria(tree, self.context(entity, members))))
-            model.ctes.append((cte, sql, self.rules.files[("journey", journey_id)].path))
+            ctx = self.context(entity, members)
+            if isinstance(tree, DateValue):
+                column, kind = property_column(tree.leaf, ctx)
+                value = as_timestamp(column, text=kind != "time")
+                select = self._entity_select(entity, exp.not_(exp.Is(this=value.copy(), expression=exp.null())), exp.alias_(value, value_column))
+            else:
+                select = self._entity_select(entity, compile_criteria(tree, ctx))
+            model.ctes.append((cte, render(select), self.rules.files[("journey", journey_id)].path))
             columns = [f"{render(literal(journey_id))} as journey_id", f"'{entity}' as entity_type", "entity_id"]
             columns[1:1] = [f"{render(literal(v))} as {k}" for k, v in extra.items()]
+            if value_column:
+                columns.append(value_column if isinstance(tree, DateValue) else f"cast(null as timestamp) as {value_column}")
             unions.append(f"select {', '.join(columns)} from {cte}")
-        columns = ["journey_id", *extra_columns, "entity_type", "entity_id"]
-        model.ctes.append(("final", "\nunion all\n".join(unions) or _empty(columns), None))
+        columns = ["journey_id", *extra_columns, "entity_type", "entity_id", *([value_column] if value_column else [])]
+        model.ctes.append(("final", "\nunion all\n".join(unions) or _empty(columns, {value_column: "timestamp"} if value_column else None), None))
         return model
 
     def journey_matches(self, name: str, which: str, description: str) -> Model:
@@ -326,14 +348,21 @@ class ModelBuilder:
         for jid in sorted(self.rules.journeys):
             journey = self.rules.journeys[jid]
             for step, _, step_id in walk_steps(journey.actions, ()):
+                cte = f"jny_{jid}__step_{step_id.replace('.', '_')}"
                 if isinstance(step, IfStep):
-                    cte = f"jny_{jid}__if_{step_id.replace('.', '_')}"
                     parts.append((cte, jid, journey.entity, step.if_, {"step_id": step_id}))
+                elif isinstance(step, WaitUntilStep):
+                    parts.append((cte, jid, journey.entity, step.wait_until.criteria, {"step_id": step_id}))
+                elif isinstance(step, WaitUntilDateStep):
+                    date = DateValue(PropertyLeaf(property=step.wait_until_date.property, op="is_set"))
+                    parts.append((cte, jid, journey.entity, date, {"step_id": step_id}))
         return self._match_model(
             "journey_condition_matches",
-            "Entities for which each journey's `if` step holds at T (read when an enrollment reaches the step).",
-            {"step_id": "The `if` step (its position, e.g. 3 or 3.then.1)."},
+            "Per journey step, the entities whose `if` / `wait_until` criteria hold at T, and the date a "
+            "`wait_until_date` step reads (read when an enrollment reaches the step).",
+            {"step_id": "The step (its position, e.g. 3 or 3.then.1)."},
             parts,
+            value_column="value_at",
         )
 
 

@@ -57,6 +57,13 @@ class EntityDirectory:
     def team_members(self, account_id: str | None, role: str) -> list[str]:
         return list(self.team.get((account_id, role), [])) if account_id else []
 
+    def is_suppressed(self, email: str) -> bool:
+        """Suppressions match addresses case-insensitively (loaded once per run)."""
+        if not hasattr(self, "_suppressed"):
+            rows = self.con.execute("select distinct lower(email) from staging.stg_email_suppressions").fetchall()
+            self._suppressed = {r[0] for r in rows}
+        return email.lower() in self._suppressed
+
     def users_of(self, account_id: str) -> list[dict]:
         cursor = self.con.execute("select * from staging.stg_users where account_id = ? order by user_id", [account_id])
         names = [d[0] for d in cursor.description]

@@ -14,28 +14,35 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from actions.base import ActionContext, ActionFailed
+from actions.base import ActionContext, ActionFailed, ActionSkipped
 from journeys.engine import faults
 from journeys.engine.entities import EntityDirectory
-from journeys.engine.ledger import DueAction, due_actions, mark_done, mark_failed, mark_sending
+from journeys.engine.gates import SendGates
+from journeys.engine.ledger import DueAction, due_actions, mark_deferred, mark_done, mark_failed, mark_sending, mark_skipped
+from journeys.engine.transitions import end_enrollment
+from journeys.rules.settings import ProjectSettings
 
 
 @dataclass
 class ExecutionCounts:
     done: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    deferred: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
 
 def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, executors: list, journey_names: dict[str, str],
-                        held_journeys: set[str] = frozenset()) -> ExecutionCounts:  # fmt: skip
+                        held_journeys: set[str] = frozenset(), settings: ProjectSettings | None = None,
+                        run_id: str = "") -> ExecutionCounts:  # fmt: skip
     actions = [a for a in due_actions(con, as_of) if a.journey_id not in held_journeys]
     counts = ExecutionCounts()
     if not actions:
         return counts
     by_type = {t: executor for executor in executors for t in executor.action_types}
-    ctx = ActionContext(as_of, EntityDirectory(con, {(a.entity_type, a.entity_id) for a in actions}), journey_names,
-                        deliveries=LedgerDeliveries(con, as_of))
+    directory = EntityDirectory(con, {(a.entity_type, a.entity_id) for a in actions})
+    ctx = ActionContext(as_of, directory, journey_names, deliveries=LedgerDeliveries(con, as_of))
+    gates = SendGates(con, settings or ProjectSettings(), as_of, directory, actions)
     internal = [a for a in actions if by_type[a.action_type].is_internal(a)]
     external = [a for a in actions if not by_type[a.action_type].is_internal(a)]
 
@@ -43,13 +50,18 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
         con.execute("begin")
         try:
             for n, action in enumerate(internal):
+                if _deferred(con, gates, action, counts):
+                    continue
                 try:
                     by_type[action.action_type].apply(con, action, ctx)
                     mark_done(con, action.action_key, as_of, count_attempt=True)
                     counts.done[action.action_type] += 1
+                    gates.count(action)
+                except ActionSkipped as e:
+                    mark_skipped(con, action.action_key, str(e), as_of)
+                    counts.skipped[action.action_type] += 1
                 except ActionFailed as e:  # raised before the executor wrote anything
-                    mark_failed(con, action.action_key, str(e), as_of, count_attempt=True, permanent=e.permanent)
-                    _failed(counts, action, e)
+                    _record_failure(con, action, e, as_of, run_id, counts, count_attempt=True)
                 if n == 0:
                     faults.point("mid_internal_actions")
             con.execute("commit")
@@ -58,18 +70,55 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
             raise
 
     for action in external:
+        if _deferred(con, gates, action, counts):
+            continue
         mark_sending(con, action.action_key)  # autocommit: durable before the message leaves
         try:
             by_type[action.action_type].deliver(action, ctx)
+        except ActionSkipped as e:
+            mark_skipped(con, action.action_key, str(e), as_of)
+            counts.skipped[action.action_type] += 1
+            continue
         except Exception as e:  # ActionFailed, or a bug in an executor: recorded, retried, never wedged in `sending`
             failure = e if isinstance(e, ActionFailed) else ActionFailed(f"{type(e).__name__}: {e}")
-            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=False, permanent=failure.permanent)
-            _failed(counts, action, failure)
+            _record_failure(con, action, failure, as_of, run_id, counts, count_attempt=False)
             continue
         faults.point("after_external_delivery")
         mark_done(con, action.action_key, as_of, count_attempt=False)
         counts.done[action.action_type] += 1
+        gates.count(action)
     return counts
+
+
+def _deferred(con, gates: SendGates, action: DueAction, counts: ExecutionCounts) -> bool:
+    reason = gates.deferral(action)
+    if reason is None:
+        return False
+    mark_deferred(con, action.action_key, reason)
+    counts.deferred[action.action_type] += 1
+    return True
+
+
+def _record_failure(con, action: DueAction, failure: ActionFailed, as_of: dt.datetime, run_id: str,
+                    counts: ExecutionCounts, *, count_attempt: bool) -> None:  # fmt: skip
+    """Email retries back off; a webhook retries on each of the next `retry` runs, then skips or aborts."""
+    policy = action.params.get("on_failure") if action.action_type == "webhook" else None
+    if policy is None:
+        mark_failed(con, action.action_key, str(failure), as_of, count_attempt=count_attempt, permanent=failure.permanent)
+    else:
+        attempts = action.attempts + 1
+        if attempts <= policy["retry"] and not failure.permanent:
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=True, retry_at=as_of, max_attempts=policy["retry"] + 1)
+        elif policy["then"] == "skip":
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=True, permanent=True, max_attempts=attempts)
+            mark_skipped(con, action.action_key, f"webhook_failed after {attempts} attempt(s): {failure}", as_of)
+            counts.skipped[action.action_type] += 1
+            return
+        else:  # abort: the enrollment ends, with what it had not done yet
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=True, permanent=True, max_attempts=attempts)
+            end_enrollment(con, action.enrollment_id, "action_failed", as_of, run_id)
+    counts.failed[action.action_type] += 1
+    counts.errors.append(f"{action.journey_id} {action.entity_type} {action.entity_id} step {action.step_id}: {failure}")
 
 
 class LedgerDeliveries:
@@ -86,8 +135,3 @@ class LedgerDeliveries:
             "insert into journey_state.deliveries values (?, ?, ?, ?) on conflict do nothing",
             [message_id, action_key, recipient, self.as_of],
         )
-
-
-def _failed(counts: ExecutionCounts, action: DueAction, error: ActionFailed) -> None:
-    counts.failed[action.action_type] += 1
-    counts.errors.append(f"{action.journey_id} {action.entity_type} {action.entity_id} step {action.step_id}: {error}")

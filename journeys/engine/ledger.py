@@ -28,15 +28,26 @@ def content_key_sql(journey: str, entity_type: str, entity_id: str, enrolled_at:
     return f"left(sha256(concat_ws('|', {', '.join(parts)})), 32)"
 
 
+def bucket_sql(journey: str, entity_type: str, entity_id: str, enrolled_at: str, salt: str | None = None) -> str:
+    """SQL for a stable number in [0, 100) from sha256 of (journey, entity, enrolled_at[, salt]): a re-run, a
+    crash-restart or a backfill computes the same bucket (DuckDB's own hash() is not stable across versions)."""
+    parts = [journey, entity_type, entity_id, f"strftime({enrolled_at}, '%Y-%m-%dT%H:%M:%S.%f')"] + ([salt] if salt else [])
+    return f"(cast(('0x' || left(sha256(concat_ws('|', {', '.join(parts)})), 8)) as ubigint) % 10000) / 100.0"
+
+
 def record_reached_actions(con: duckdb.DuckDBPyConnection, reached_table: str, run_id: str) -> int:
-    """Record `pending` every action step in `reached_table` (one row per enrollment reaching a step)."""
+    """Record every action step in `reached_table` (one row per enrollment reaching a step): `pending`,
+    or `skipped` (reason holdout) for a holdout enrollment."""
     key = content_key_sql("r.journey_id", "r.entity_type", "r.entity_id", "r.enrolled_at", "r.step_id")
     return con.execute(
         f"""
         insert into {S}.actions (action_key, enrollment_id, journey_id, entity_type, entity_id, step_id, ordinal,
-                                 action_type, params, due_at, status, attempts, run_id)
+                                 action_type, params, due_at, status, reason, attempts, run_id)
         select {key}, r.enrollment_id, r.journey_id, r.entity_type, r.entity_id, r.step_id, r.ordinal,
-               r.action_type, r.params, r.reached_at, 'pending', 0, ?
+               r.action_type, r.params, r.reached_at,
+               -- a holdout enrollment walks the same program, but none of its actions run
+               case when r.variant = 'holdout' then 'skipped' else 'pending' end,
+               case when r.variant = 'holdout' then 'holdout' end, 0, ?
         from {reached_table} as r
         where r.kind = 'action'
         on conflict do nothing
@@ -71,6 +82,11 @@ class DueAction:
     status: str
     attempts: int
 
+    @property
+    def channel(self) -> str | None:
+        """The sending channel that caps, windows and per-run limits apply to."""
+        return {"send_email": "email", "webhook": "webhook"}.get(self.action_type)
+
 
 def due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> list[DueAction]:
     """Actions to execute at T, in order: pending, in flight when a run died, or failed and due a retry."""
@@ -80,10 +96,10 @@ def due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> list[DueA
                due_at, status, attempts
         from {S}.actions
         where due_at <= ?
-          and (status in ('pending', 'sending') or (status = 'failed' and next_attempt_at <= ? and attempts < ?))
+          and (status in ('pending', 'sending', 'deferred') or (status = 'failed' and next_attempt_at <= ?))
         order by due_at, enrollment_id, ordinal
         """,
-        [as_of, as_of, MAX_ATTEMPTS],
+        [as_of, as_of],
     ).fetchall()
     return [DueAction(*r[:7], json.loads(r[7]) if r[7] else {}, *r[8:]) for r in rows]
 
@@ -101,16 +117,32 @@ def mark_done(con: duckdb.DuckDBPyConnection, key: str, executed_at: dt.datetime
     )
 
 
+def mark_skipped(con: duckdb.DuckDBPyConnection, key: str, reason: str, executed_at: dt.datetime) -> None:
+    """Decided not to run, for good (a suppressed address, a webhook given up with `then: skip`)."""
+    con.execute(
+        f"update {S}.actions set status = 'skipped', reason = ?, executed_at = ?, next_attempt_at = null where action_key = ?",
+        [reason[:2000], executed_at, key],
+    )
+
+
+def mark_deferred(con: duckdb.DuckDBPyConnection, key: str, reason: str) -> None:
+    """Not now (frequency cap, send window, per-run limit): same key, reconsidered by every later run."""
+    con.execute(f"update {S}.actions set status = 'deferred', reason = ? where action_key = ?", [reason[:2000], key])
+
+
 def mark_failed(con: duckdb.DuckDBPyConnection, key: str, error: str, as_of: dt.datetime, *, count_attempt: bool,
-                permanent: bool = False) -> None:
-    """Failed: retried on a later run whose T is past the backoff (15 min, doubling, at most 12 h),
-    at most MAX_ATTEMPTS times; a permanent failure (no recipient, bad data) is not retried."""
+                permanent: bool = False, retry_at: dt.datetime | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:
+    """Failed: retried on a later run whose T is past the backoff (15 min, doubling, at most 12 h; or
+    `retry_at`), at most `max_attempts` times; a permanent failure (no recipient, bad data) is not
+    retried. A failure with no retry left has no next_attempt_at."""
     attempts = con.execute(f"select attempts from {S}.actions where action_key = ?", [key]).fetchone()[0]
     attempts += 1 if count_attempt else 0
     if permanent:
-        attempts = max(attempts, MAX_ATTEMPTS)
+        attempts = max(attempts, max_attempts)
     delay = min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
-    retry_at = as_of + delay if attempts < MAX_ATTEMPTS else None  # no next attempt: none is shown
+    if retry_at is not None:
+        delay = retry_at - as_of
+    retry_at = as_of + delay if attempts < max_attempts else None  # no next attempt: none is shown
     con.execute(
         f"update {S}.actions set status = 'failed', attempts = ?, error = ?, next_attempt_at = ? where action_key = ?",
         [attempts, error[:2000], retry_at, key],

@@ -56,12 +56,14 @@ def rules_hash(project_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def default_executors(settings: Settings, templates: dict[str, Path]) -> list:
+def default_executors(settings: Settings, rules) -> list:
     from actions.attributes import AttributeExecutor
     from actions.email import EmailExecutor
     from actions.task import TaskExecutor
+    from actions.webhook import WebhookExecutor
 
-    return [EmailExecutor(templates, settings.smtp_url), TaskExecutor(), AttributeExecutor()]
+    return [EmailExecutor.from_settings(rules.templates, settings.smtp_url, rules.settings.email), TaskExecutor(),
+            AttributeExecutor(), WebhookExecutor(rules.settings.webhooks.allow)]  # fmt: skip
 
 
 def run(
@@ -103,11 +105,11 @@ def run(
             report = _transitions(con, compiled.rules, as_of, run_id, dry_run, rules_hash(settings.project_dir), inspect)
             report.nodes = nodes
             if not dry_run:
-                templates = compiled.rules.templates
                 names = {jid: j.title for jid, j in compiled.rules.journeys.items()}
                 report.held = sorted(hold(con, report)) if hold is not None else []
                 report.executed = execute_due_actions(
-                    con, as_of, executors or default_executors(settings, templates), names, held_journeys=set(report.held)
+                    con, as_of, executors or default_executors(settings, compiled.rules), names, held_journeys=set(report.held),
+                    settings=compiled.rules.settings, run_id=run_id,
                 )
                 con.execute(f"update {S}.runs set finished_at = ? where run_id = ?", [utc_now(), run_id])
             return report

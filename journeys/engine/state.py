@@ -39,14 +39,25 @@ STATE_DDL = [
         version varchar not null,
         step_id varchar not null,            -- position: 1, 3.then.1, ...
         ordinal integer not null,            -- execution order within the program
-        kind varchar not null,               -- action | wait | if
+        kind varchar not null,               -- action | wait | if | wait_until | wait_until_date | split
         action_type varchar,
-        wait_seconds bigint,
-        next_step_id varchar,                -- where to go after this step (null: the end)
-        then_step_id varchar,
+        wait_seconds bigint,                 -- wait: span; wait_until: timeout; wait_until_date: offset
+        next_step_id varchar,                -- after this step (wait_until: the timeout branch); null: the end
+        then_step_id varchar,                -- if: holds; wait_until: held in time
         else_step_id varchar,
         params json,
         primary key (journey_id, version, step_id)
+    )""",
+    # Where each path of a split goes: buckets [lower, upper) of a stable hash in 0..100.
+    f"""create table if not exists {STATE_SCHEMA}.journey_split_routes (
+        journey_id varchar not null,
+        version varchar not null,
+        step_id varchar not null,
+        path varchar not null,
+        lower_bound double not null,
+        upper_bound double not null,
+        first_step_id varchar,
+        primary key (journey_id, version, step_id, path)
     )""",
     # Segment membership as of the last committed run: the "previous" side of the entry diff.
     f"""create table if not exists {STATE_SCHEMA}.membership (
@@ -72,6 +83,8 @@ STATE_DDL = [
         entity_id varchar not null,
         enrolled_at timestamp not null,
         status varchar not null,             -- active | completed | goal_achieved | unenrolled
+        variant varchar not null default 'treated',  -- treated | holdout (no actions run)
+        split_path varchar,                  -- the path a split step assigned
         goal_achieved_at timestamp,
         ended_at timestamp,
         end_reason varchar,
@@ -90,7 +103,8 @@ STATE_DDL = [
         action_type varchar not null,
         params json,
         due_at timestamp not null,
-        status varchar not null,             -- pending | sending | done | failed | cancelled
+        status varchar not null,             -- pending | sending | done | failed | cancelled | skipped | deferred
+        reason varchar,                      -- why skipped / deferred / cancelled
         attempts integer not null default 0,
         error varchar,
         next_attempt_at timestamp,
@@ -145,11 +159,12 @@ STATE_DDL = [
         recipient varchar not null,
         subject varchar not null,
         body varchar not null,
+        list_unsubscribe varchar,
         created_at timestamp not null
     )""",
 ]
 
-STATE_TABLES = ("runs", "journeys", "journey_steps", "membership", "journey_segments", "enrollments", "actions",
+STATE_TABLES = ("runs", "journeys", "journey_steps", "journey_split_routes", "membership", "journey_segments", "enrollments", "actions",
                 "transitions", "attributes", "tasks", "deliveries", "email_outbox")  # fmt: skip
 
 

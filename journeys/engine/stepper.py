@@ -1,13 +1,15 @@
-"""Advance every active enrollment through its program as far as T allows (SPEC §4.2), in SQL.
+"""Advance every active enrollment through its program as far as T allows (SPEC §4.2, §9), in SQL.
 
 Each pass moves every enrollment whose next step is reached at or before T by one step: an action
-is recorded pending in the ledger, a wait moves the reach time, an `if` takes the branch its
-condition gives at this run. Passes repeat until nothing is due, so a late run catches up in order.
+is recorded in the ledger, a wait moves the reach time, an `if` takes the branch its condition
+gives at this run, a `wait_until` either matches now, times out, or stays parked, a
+`wait_until_date` reads the entity's date, a `split` routes by a stable hash. Passes repeat until
+nothing is due, so a late run catches up in order.
 """
 
 from __future__ import annotations
 
-from journeys.engine.ledger import record_reached_actions
+from journeys.engine.ledger import bucket_sql, record_reached_actions
 
 S = "journey_state"
 MAX_PASSES = 10_000  # a program is finite and acyclic; this only guards against a bug looping forever
@@ -16,31 +18,19 @@ MAX_PASSES = 10_000  # a program is finite and acyclic; this only guards against
 def advance_enrollments(run) -> None:
     """`run` is the RunTransitions of this run (connection, T, run id, counts)."""
     for _ in range(MAX_PASSES):
-        run.sql(
-            f"""create or replace temp table _reached as
-                select e.enrollment_id, e.journey_id, e.entity_type, e.entity_id, e.enrolled_at,
-                       e.cursor_step_id as step_id, e.cursor_at as reached_at,
-                       s.ordinal, s.kind, s.action_type, s.params, s.wait_seconds,
-                       case s.kind
-                           when 'if' then case when c.entity_id is not null then s.then_step_id else s.else_step_id end
-                           else s.next_step_id
-                       end as to_step_id,
-                       case when s.kind = 'wait' then e.cursor_at + to_seconds(s.wait_seconds) else e.cursor_at end as to_at
-                from {S}.enrollments as e
-                inner join {S}.journey_steps as s
-                    on s.journey_id = e.journey_id and s.version = e.journey_version and s.step_id = e.cursor_step_id
-                left join main.journey_condition_matches as c
-                    on c.journey_id = e.journey_id and c.step_id = e.cursor_step_id and c.entity_id = e.entity_id
-                where e.status = 'active' and e.cursor_step_id is not null and e.cursor_at <= ?""",
-            [run.as_of],
-        )
+        run.sql(REACHED_SQL.format(S=S, bucket=bucket_sql("e.journey_id", "e.entity_type", "e.entity_id", "e.enrolled_at")),
+                [run.as_of, run.as_of, run.as_of, run.as_of])  # fmt: skip
         if run.sql("select count(*) from _reached").fetchone()[0] == 0:
             break
         run.counts.actions_recorded += record_reached_actions(run.con, "_reached", run.run_id)
         run.sql(
-            f"""update {S}.enrollments as e set cursor_step_id = r.to_step_id, cursor_at = r.to_at
-                from _reached as r where e.enrollment_id = r.enrollment_id"""
+            f"""update {S}.enrollments as e
+                set cursor_step_id = r.to_step_id, cursor_at = r.to_at,
+                    split_path = coalesce(r.split_path, e.split_path)
+                from _reached as r where e.enrollment_id = r.enrollment_id and not r.date_passed"""
         )
+        run.sql("create or replace temp table _date_passed as select * from _reached where date_passed")
+        run.end_enrollments("_date_passed", "unenrolled", "'date_passed'", "unenrolled")
     else:
         raise RuntimeError("the stepper did not converge; a journey program has a cycle")
 
@@ -58,3 +48,50 @@ def advance_enrollments(run) -> None:
     )
     run.log("_completed", "completed", "active", "completed", "'completed'", at_sql="t.completed_at")
     run.counts.completed = run._count_by_journey("_completed")
+
+
+# One pass. Parameters: T (wait_until window), T (wait_until then-time), T (parked test), T (reached by T).
+REACHED_SQL = """
+create or replace temp table _reached as
+with due as (
+    select e.enrollment_id, e.journey_id, e.entity_type, e.entity_id, e.enrolled_at, e.variant,
+           e.cursor_step_id as step_id, e.cursor_at as reached_at,
+           s.ordinal, s.kind, s.action_type, s.params, s.wait_seconds, s.next_step_id, s.then_step_id, s.else_step_id,
+           c.entity_id is not null as holds,
+           c.value_at + to_seconds(s.wait_seconds) as date_target,
+           {bucket} as bucket
+    from {S}.enrollments as e
+    inner join {S}.journey_steps as s
+        on s.journey_id = e.journey_id and s.version = e.journey_version and s.step_id = e.cursor_step_id
+    left join main.journey_condition_matches as c
+        on c.journey_id = e.journey_id and c.step_id = e.cursor_step_id and c.entity_id = e.entity_id
+    where e.status = 'active' and e.cursor_step_id is not null and e.cursor_at <= ?4
+),
+routed as (
+    select d.*, r.path as split_path, r.first_step_id as split_to,
+           d.kind = 'wait_until' and d.holds and ?1 <= d.reached_at + to_seconds(d.wait_seconds) as matched_in_time,
+           d.kind = 'wait_until_date' and (d.date_target is null or d.date_target < d.reached_at) as date_is_past
+    from due as d
+    left join {S}.journey_split_routes as r
+        on d.kind = 'split' and r.journey_id = d.journey_id and r.step_id = d.step_id
+        and r.version = (select journey_version from {S}.enrollments where enrollment_id = d.enrollment_id)
+        and d.bucket >= r.lower_bound and d.bucket < r.upper_bound
+)
+select *,
+       date_is_past and json_extract_string(params, '$.if_past') = 'exit' as date_passed,
+       case kind
+           when 'if' then case when holds then then_step_id else else_step_id end
+           when 'wait_until' then case when matched_in_time then then_step_id else next_step_id end
+           when 'split' then split_to
+           else next_step_id
+       end as to_step_id,
+       case kind
+           when 'wait' then reached_at + to_seconds(wait_seconds)
+           when 'wait_until' then case when matched_in_time then ?2 else reached_at + to_seconds(wait_seconds) end
+           when 'wait_until_date' then case when date_is_past then reached_at else date_target end
+           else reached_at
+       end as to_at
+from routed
+-- a wait_until that has neither matched nor timed out stays parked until a later run
+where not (kind = 'wait_until' and not matched_in_time and ?3 < reached_at + to_seconds(wait_seconds))
+"""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from journeys.engine.ledger import cancel_open_actions, content_key_sql
+from journeys.engine.ledger import bucket_sql, cancel_open_actions, content_key_sql
 from journeys.engine.program import first_step_id, flatten, journey_version
 from journeys.engine.stepper import advance_enrollments
 from journeys.rules.load import RuleSet
@@ -43,6 +43,7 @@ class RunTransitions:
         self.enter_and_enroll()
         self.unenroll_from_other_journeys()
         self.exit_blacklisted()
+        self.exit_left_entry()
         self.reach_goals()
         advance_enrollments(self)
         self.snapshot_membership()
@@ -84,7 +85,8 @@ class RunTransitions:
         """Record each journey's version and program; note the first run after (re-)enabling; stop disabled ones."""
         self.sql("create or replace temp table _jny (journey_id varchar, entity_type varchar, enabled boolean, "
                  "first_run boolean, existing_members varchar, reenrollment varchar, cooldown_seconds bigint, "
-                 "version varchar, first_step varchar, on_goal varchar)")  # fmt: skip
+                 "version varchar, first_step varchar, on_goal varchar, goal_within_seconds bigint, holdout double, "
+                 "on_leave_entry boolean)")  # fmt: skip
         self.sql("create or replace temp table _jny_segments (journey_id varchar, segment_id varchar)")
         self.sql("create or replace temp table _jny_unenroll (journey_id varchar, other_journey_id varchar)")
         known = dict(self.sql(f"select journey_id, enabled from {S}.journeys").fetchall())
@@ -94,10 +96,12 @@ class RunTransitions:
             cooldown = duration_seconds(reenroll.cooldown) if isinstance(reenroll, Cooldown) else None
             first_run = journey.enabled and not known.get(jid, False)
             self.sql(
-                "insert into _jny values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "insert into _jny values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [jid, journey.entity, journey.enabled, first_run, journey.entry.existing_members,
                  "cooldown" if cooldown else reenroll, cooldown, version, first_step_id(journey),
-                 journey.goal.on_goal if journey.goal else None],
+                 journey.goal.on_goal if journey.goal else None,
+                 duration_seconds(journey.goal.within) if journey.goal and journey.goal.within else None,
+                 journey.entry.holdout, bool(journey.exit and journey.exit.on_leave_entry)],
             )  # fmt: skip
             for seg in journey.entry.segments:
                 self.sql("insert into _jny_segments values (?, ?)", [jid, seg])
@@ -131,12 +135,16 @@ class RunTransitions:
         exists = self.sql(f"select count(*) from {S}.journey_steps where journey_id = ? and version = ?", [jid, version]).fetchone()[0]
         if exists or not journey.actions:
             return
+        program = flatten(journey)
         rows = [
             [jid, version, s.step_id, s.ordinal, s.kind, s.action_type, s.wait_seconds, s.next_step_id,
              s.then_step_id, s.else_step_id, json.dumps(s.params) if s.params is not None else None]
-            for s in flatten(journey)
+            for s in program.steps
         ]  # fmt: skip
         self.con.executemany(f"insert into {S}.journey_steps values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        routes = [[jid, version, r.step_id, r.path, r.lower, r.upper, r.first_step_id] for r in program.routes]
+        if routes:
+            self.con.executemany(f"insert into {S}.journey_split_routes values (?, ?, ?, ?, ?, ?, ?)", routes)
 
     # ----------------------------------------------------------------------- 1-2. entry and enrollment
 
@@ -188,15 +196,17 @@ class RunTransitions:
         self.sql(
             f"""create or replace temp table _enrolled as
                 select c.journey_id, c.entity_type, c.entity_id, {enrollment_key} as enrollment_id,
-                       j.version, j.first_step
+                       j.version, j.first_step,
+                       case when {bucket_sql("c.journey_id", "c.entity_type", "c.entity_id", "cast(? as timestamp)", "'holdout'")} < j.holdout
+                            then 'holdout' else 'treated' end as variant
                 from _candidates as c inner join _jny as j using (journey_id)
                 where not c.blacklisted""",
-            [self.as_of],
+            [self.as_of, self.as_of],
         )
         self.sql(
             f"""insert into {S}.enrollments (enrollment_id, journey_id, journey_version, entity_type, entity_id,
-                                             enrolled_at, status, cursor_step_id, cursor_at, run_id)
-                select enrollment_id, journey_id, version, entity_type, entity_id, ?, 'active', first_step, ?, ?
+                                             enrolled_at, status, variant, cursor_step_id, cursor_at, run_id)
+                select enrollment_id, journey_id, version, entity_type, entity_id, ?, 'active', variant, first_step, ?, ?
                 from _enrolled
                 on conflict do nothing""",
             [self.as_of, self.as_of, self.run_id],
@@ -233,6 +243,19 @@ class RunTransitions:
         self.end_enrollments("_blacklisted", "unenrolled", "'blacklist'", "unenrolled")
         _add(self.counts.unenrolled, self._count_by_journey("_blacklisted"))
 
+    def exit_left_entry(self) -> None:
+        """exit.on_leave_entry: an enrollment ends (reason left_entry) once its entity is in none of the entry segments."""
+        self.sql(
+            f"""create or replace temp table _left_entry as
+                select e.journey_id, e.entity_type, e.entity_id, e.enrollment_id
+                from {S}.enrollments as e
+                inner join _jny as j on j.journey_id = e.journey_id and j.on_leave_entry
+                left join main.journey_eligible as el on el.journey_id = e.journey_id and el.entity_id = e.entity_id
+                where e.status = 'active' and el.entity_id is null"""
+        )
+        self.end_enrollments("_left_entry", "unenrolled", "'left_entry'", "unenrolled")
+        _add(self.counts.unenrolled, self._count_by_journey("_left_entry"))
+
     # ----------------------------------------------------------------------- 5. goal
 
     def reach_goals(self) -> None:
@@ -242,7 +265,9 @@ class RunTransitions:
                 from {S}.enrollments as e
                 inner join _jny as j using (journey_id)
                 inner join main.journey_goal_matches as g on g.journey_id = e.journey_id and g.entity_id = e.entity_id
-                where e.status = 'active' and e.goal_achieved_at is null"""
+                where e.status = 'active' and e.goal_achieved_at is null
+                  and (j.goal_within_seconds is null or ? <= e.enrolled_at + to_seconds(j.goal_within_seconds))""",
+            [self.as_of],
         )
         self.sql(
             f"update {S}.enrollments as e set goal_achieved_at = ? from _goal as g where e.enrollment_id = g.enrollment_id",
@@ -280,6 +305,28 @@ class RunTransitions:
                 on conflict do nothing""",
             [self.as_of],
         )
+
+
+def end_enrollment(con: duckdb.DuckDBPyConnection, enrollment_id: str, reason: str, as_of: dt.datetime, run_id: str) -> None:
+    """End one active enrollment outside the run's transition phase (a webhook with `then: abort`)."""
+    con.execute(
+        f"""create or replace temp table _ended_now as
+            select journey_id, entity_type, entity_id, enrollment_id from {S}.enrollments
+            where enrollment_id = ? and status = 'active'""",
+        [enrollment_id],
+    )
+    con.execute(
+        f"update {S}.enrollments set status = 'unenrolled', ended_at = ?, end_reason = ? where enrollment_id in (select enrollment_id from _ended_now)",
+        [as_of, reason],
+    )
+    con.execute(
+        f"""insert into {S}.transitions (run_id, as_of, journey_id, entity_type, entity_id, enrollment_id,
+                                         event, from_status, to_status, reason, occurred_at)
+            select ?, ?, journey_id, entity_type, entity_id, enrollment_id, 'unenrolled', 'active', 'unenrolled', ?, ?
+            from _ended_now""",
+        [run_id, as_of, reason, as_of],
+    )
+    cancel_open_actions(con, "_ended_now")
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:

@@ -13,6 +13,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from journeys.errors import RuleProblem
+from journeys.rules.settings import SETTINGS_FILE, ProjectSettings
 from journeys.rules.model import IDENTIFIER, CRITERIA_KEYS, STEP_KEYS, Journey, Segment, SqlSegment
 
 RULES_DIR = "sql_rules"
@@ -61,6 +62,8 @@ class RuleSet:
     templates: dict[str, Path] = field(default_factory=dict)
     files: dict[tuple[str, str], RuleFile] = field(default_factory=dict)
     broken_ids: set[tuple[str, str]] = field(default_factory=set)  # files that failed to parse
+    settings: ProjectSettings = field(default_factory=ProjectSettings)  # journeys.yml (defaults when absent)
+    settings_file: RuleFile | None = None
 
 
 def format_loc(loc: tuple) -> str:
@@ -81,6 +84,14 @@ def load_rules(project_dir: Path) -> tuple[RuleSet, list[RuleProblem]]:
     root = project_dir / RULES_DIR
     if not root.is_dir():
         return rules, [RuleProblem(RULES_DIR, 0, 0, "", "no rules folder; expected sql_rules/ with segments/ and journeys/")]
+
+    settings_path = project_dir / SETTINGS_FILE
+    if settings_path.is_file():
+        file, settings, file_problems = _read_yaml_model(settings_path, SETTINGS_FILE, ProjectSettings, "settings")
+        rules.settings_file = file
+        if settings is not None:
+            rules.settings = settings
+        problems.extend(file_problems)
 
     for path in _files(root / "templates", TEMPLATE_SUFFIXES):
         rules.templates.setdefault(path.stem, path)

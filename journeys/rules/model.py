@@ -384,13 +384,99 @@ class IfStep(Strict):
     else_: tuple["Step", ...] | None = Field(default=None, alias="else", min_length=1)
 
 
-STEP_KEYS = ("send_email", "create_task", "set_attribute", "copy_attribute", "clear_attribute", "increase_attribute", "wait", "if")
+class WaitUntil(Strict):
+    criteria: Criteria
+    timeout: DurationText
+
+
+class WaitUntilStep(Strict):
+    """Wait until the criteria hold (checked at every run within the timeout), then `then`; else `on_timeout`."""
+
+    wait_until: WaitUntil
+    then: tuple["Step", ...] = ()
+    on_timeout: tuple["Step", ...] = ()
+
+
+def _offset(value: Any) -> str:
+    if not isinstance(value, str) or not RELATIVE_TIME.match(value):
+        raise PydanticCustomError("offset", "'{value}' is not an offset; expected a signed duration like -30d or +2h", {"value": value})
+    return value
+
+
+class WaitUntilDate(Strict):
+    property: str
+    offset: Annotated[str, BeforeValidator(_offset)] = "+0d"
+    if_past: Literal["continue", "exit"] = "continue"
+
+    @field_validator("property")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        PropertyPath.parse(v)
+        return v
+
+
+class WaitUntilDateStep(Strict):
+    """Wait until the entity's date/timestamp property plus an offset (read when the wait is reached)."""
+
+    wait_until_date: WaitUntilDate
+
+
+class SplitPath(Strict):
+    name: Identifier
+    percent: float = Field(gt=0, le=100)
+    steps: tuple["Step", ...] = ()
+
+
+class SplitStep(Strict):
+    """Each enrollment takes one path, by a stable hash of (journey, entity, enrolled_at)."""
+
+    split: tuple[SplitPath, ...] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _paths(self) -> "SplitStep":
+        total = sum(p.percent for p in self.split)
+        if abs(total - 100) > 1e-9:
+            raise PydanticCustomError("split", "path percents sum to {total}; expected 100", {"total": f"{total:g}"})
+        names = [p.name for p in self.split]
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("split", "path names repeat; expected a distinct name per path", {})
+        return self
+
+
+class Webhook(Strict):
+    url: str = Field(min_length=1, max_length=2000)
+    body: Any = None  # JSON; every text inside is a template
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: DurationText | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise PydanticCustomError("url", "'{value}' is not an http(s) URL", {"value": v})
+        return v
+
+
+class OnFailure(Strict):
+    retry: int = Field(default=3, ge=0, le=50)
+    then: Literal["skip", "abort"] = "skip"
+
+
+class WebhookStep(Strict):
+    webhook: Webhook
+    on_failure: OnFailure = OnFailure()
+
+
+STEP_KEYS = ("send_email", "create_task", "set_attribute", "copy_attribute", "clear_attribute", "increase_attribute",
+             "webhook", "wait", "wait_until", "wait_until_date", "split", "if")  # fmt: skip
 _STEP_BY_KEY = {
     "send_email": SendEmailStep, "create_task": CreateTaskStep, "set_attribute": SetAttributeStep,
     "copy_attribute": CopyAttributeStep, "clear_attribute": ClearAttributeStep,
-    "increase_attribute": IncreaseAttributeStep, "wait": WaitStep, "if": IfStep,
+    "increase_attribute": IncreaseAttributeStep, "webhook": WebhookStep, "wait": WaitStep,
+    "wait_until": WaitUntilStep, "wait_until_date": WaitUntilDateStep, "split": SplitStep, "if": IfStep,
 }  # fmt: skip
-ACTION_STEPS = (SendEmailStep, CreateTaskStep, SetAttributeStep, CopyAttributeStep, ClearAttributeStep, IncreaseAttributeStep)
+ACTION_STEPS = (SendEmailStep, CreateTaskStep, SetAttributeStep, CopyAttributeStep, ClearAttributeStep,
+                IncreaseAttributeStep, WebhookStep)  # fmt: skip
 
 Step = Annotated[
     Union[tuple(Annotated[_STEP_BY_KEY[k], Tag(f"<{k}>")] for k in STEP_KEYS)],  # type: ignore[misc]
@@ -420,20 +506,32 @@ Reenrollment = Annotated[
 ]
 
 
+def _percent(value: Any) -> float:
+    """`10%`, `10` or `10.5%`: a share of 0-100 (exclusive of 100)."""
+    text = str(value).strip() if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    m = re.match(r"^([0-9]+(?:\.[0-9]+)?)\s*%?$", text or "")
+    if not m or not 0 <= float(m.group(1)) < 100:
+        raise PydanticCustomError("percent", "'{value}' is not a share; expected a percent from 0% to 99%, e.g. 10%", {"value": value})
+    return float(m.group(1))
+
+
 class Entry(Strict):
     segments: tuple[Identifier, ...] = Field(min_length=1)
     existing_members: Literal["enroll", "skip"] = "skip"
     reenrollment: Reenrollment = "never"
+    holdout: Annotated[float, BeforeValidator(_percent)] = 0.0
 
 
 class Goal(Strict):
     criteria: Criteria
     on_goal: Literal["exit", "continue"] = "exit"
+    within: DurationText | None = None  # only counts if reached within this long after enrollment
 
 
 class Exit(Strict):
     unenroll_from: tuple[Identifier, ...] = ()
     blacklist: Criteria | None = None
+    on_leave_entry: bool = Field(default=False, strict=True)
 
 
 class Journey(Strict):
@@ -469,5 +567,5 @@ class SqlSegment(BaseModel):
     description: str | None = None
 
 
-for _model in (EventLeaf, SubscriptionLeaf, AllOf, AnyOf, NotOf, IfStep, Goal, Exit, Journey, Segment):
+for _model in (EventLeaf, SubscriptionLeaf, AllOf, AnyOf, NotOf, IfStep, WaitUntil, WaitUntilStep, SplitPath, SplitStep, Goal, Exit, Journey, Segment):
     _model.model_rebuild()

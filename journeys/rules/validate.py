@@ -26,6 +26,9 @@ from journeys.rules.model import (
     SqlLeaf,
     SqlSegment,
     NotOf,
+    WaitUntilDateStep,
+    WaitUntilStep,
+    WebhookStep,
     duration_seconds,
 )
 from journeys.rules.sql_text import SqlTextError, check_sql_segment, parse_sql_leaf
@@ -66,6 +69,7 @@ def validate_rules(rules: RuleSet, contracts: dict[str, TableContract]) -> list[
             continue
         problems += _check_criteria(rules, contracts, file, segment.criteria, ("criteria",), segment.entity)
     problems += _segment_cycles(rules)
+    problems += validate_settings(rules, contracts)
     for journey_id, journey in rules.journeys.items():
         problems += _check_journey(rules, contracts, rules.files[("journey", journey_id)], journey)
     return problems
@@ -106,7 +110,59 @@ def _check_journey(rules: RuleSet, contracts, file: RuleFile, journey: Journey) 
         elif isinstance(step, CopyAttributeStep):
             path = PropertyPath.parse(step.copy_attribute.from_)
             problems += _check_path(contracts, file, path, loc + ("copy_attribute", "from"), journey.entity, "entity")
+        elif isinstance(step, WaitUntilStep):
+            problems += _check_criteria(rules, contracts, file, step.wait_until.criteria, loc + ("wait_until", "criteria"), journey.entity)
+        elif isinstance(step, WaitUntilDateStep):
+            problems += _check_date_property(contracts, file, step.wait_until_date.property, loc + ("wait_until_date", "property"), journey.entity)
+        elif isinstance(step, WebhookStep):
+            problems += _check_webhook(rules, contracts, file, step, loc, journey)
     return problems
+
+
+def _check_date_property(contracts, file: RuleFile, text: str, loc, entity: str) -> list[RuleProblem]:
+    """A wait_until_date needs a date or timestamp: a time column, or a custom attribute holding ISO text."""
+    path = PropertyPath.parse(text)
+    problems = _check_path(contracts, file, path, loc, entity, "entity")
+    if problems:
+        return problems
+    kind = property_kind(contracts, path)
+    if kind not in (None, "time"):
+        return [file.problem(loc, f"{path} is a {kind} property; expected a date or timestamp property (or a custom attribute holding ISO dates)")]
+    return []
+
+
+def _check_webhook(rules: RuleSet, contracts, file: RuleFile, step: WebhookStep, loc, journey: Journey) -> list[RuleProblem]:
+    hook, problems = step.webhook, []
+    allow = rules.settings.webhooks
+    if not allow.allows(hook.url):
+        allowed = ", ".join(allow.allow) or "nothing yet (add webhooks.allow to journeys.yml)"
+        problems.append(file.problem(loc + ("webhook", "url"), f"'{hook.url}' is not allowed by journeys.yml webhooks.allow; expected a URL starting with: {allowed}"))
+    for key_loc, text in _template_strings(hook.body, loc + ("webhook", "body")):
+        problems += _check_template_text(contracts, file, text, key_loc, journey)
+    for name, text in hook.headers.items():
+        problems += _check_template_text(contracts, file, text, loc + ("webhook", "headers", name), journey)
+    return problems
+
+
+def _template_strings(value, loc):
+    """Every text inside a JSON body, with its location (each is rendered as a template)."""
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _template_strings(item, loc + (key,))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _template_strings(item, loc + (i,))
+
+
+def validate_settings(rules: RuleSet, contracts) -> list[RuleProblem]:
+    """journeys.yml facts that need the contracts: the send window's timezone property exists."""
+    window, file = rules.settings.send_window, rules.settings_file
+    if window is None or window.timezone_property is None or file is None:
+        return []
+    path = PropertyPath.parse(window.timezone_property)
+    return _check_path(contracts, file, path, ("send_window", "timezone_property"), "user", "entity")
 
 
 def _check_email(rules: RuleSet, contracts, file: RuleFile, step: SendEmailStep, loc, journey: Journey) -> list[RuleProblem]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from journeys.rules.model import AllOf, AnyOf, EventLeaf, IfStep, NotOf, SubscriptionLeaf
+from journeys.rules.model import AllOf, AnyOf, EventLeaf, IfStep, NotOf, SplitStep, SubscriptionLeaf, WaitUntilStep
 
 Loc = tuple[Any, ...]
 
@@ -32,7 +32,16 @@ def walk_steps(steps: tuple, loc: Loc, step_id: str = "") -> Iterator[tuple[Any,
     for i, step in enumerate(steps, start=1):
         sid = f"{step_id}.{i}" if step_id else str(i)
         yield step, loc + (i - 1,), sid
-        if isinstance(step, IfStep):
-            yield from walk_steps(step.then, loc + (i - 1, "then"), f"{sid}.then")
-            if step.else_:
-                yield from walk_steps(step.else_, loc + (i - 1, "else"), f"{sid}.else")
+        for branch_loc, branch_id, branch in step_branches(step):
+            yield from walk_steps(branch, loc + (i - 1, *branch_loc), f"{sid}.{branch_id}")
+
+
+def step_branches(step: Any) -> list[tuple[tuple, str, tuple]]:
+    """The nested step lists of a step: (loc within the step, id segment, steps)."""
+    if isinstance(step, IfStep):
+        return [(("then",), "then", step.then)] + ([(("else",), "else", step.else_)] if step.else_ else [])
+    if isinstance(step, WaitUntilStep):
+        return [(("then",), "then", step.then), (("on_timeout",), "on_timeout", step.on_timeout)]
+    if isinstance(step, SplitStep):
+        return [(("split", n, "steps"), path.name, path.steps) for n, path in enumerate(step.split)]
+    return []

@@ -31,7 +31,7 @@ JOURNEYS = "account_health, dashboards_intro, onboarding_drip, periodic_checkin,
 USER_COLUMNS = "user_id, account_id, email, first_name, last_name, created_at, last_seen_at"
 ACCOUNT_COLUMNS = "account_id, name, mrr, amount, created_at, next_billing_on, licenses, stage, status"
 CRITERIA = "all, any, not, segment, milestone, outcome, playbook, team, property, subscription, event, sql"
-STEPS = "send_email, create_task, set_attribute, copy_attribute, clear_attribute, increase_attribute, wait, if"
+STEPS = "send_email, create_task, set_attribute, copy_attribute, clear_attribute, increase_attribute, webhook, wait, wait_until, wait_until_date, split, if"
 PROPERTY_OPS = (
     "more_than, less_than, equal_to, not_equal_to, contains, does_not_contain, in, not_in, between, before, after, "
     "is_set, is_not_set"

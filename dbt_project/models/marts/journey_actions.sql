@@ -19,6 +19,7 @@ final as (
         due_at,
         executed_at,
         status,
+        reason,
         attempts,
         error,
         next_attempt_at

@@ -16,6 +16,8 @@ final as (
         entity_id,
         enrolled_at,
         status,
+        variant,
+        split_path,
         goal_achieved_at,
         ended_at,
         end_reason,
