@@ -113,7 +113,7 @@ def preview(obj: Context, journey: str, as_of: str | None, sample: int) -> None:
 
 @cli.command()
 @click.option("--users", type=click.IntRange(min=20), default=2000, show_default=True, help="Size of the simulated world.")
-@click.option("--days", type=click.IntRange(min=1, max=60), default=7, show_default=True, help="Simulated days to run.")
+@click.option("--days", type=click.IntRange(min=1, max=60), default=5, show_default=True, help="Simulated days (two runs each).")
 @click.pass_obj
 def demo(obj: Context, users: int, days: int) -> None:
     """Sample data and sample rules, several runs over simulated days, then the outcomes."""

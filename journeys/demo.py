@@ -16,7 +16,8 @@ from journeys.report import print_run_report
 from journeys.sample.generate import generate_sample_data
 
 ORIGIN = dt.datetime(2026, 11, 2, 9, 0)  # fixed, so every demo prints the same figures
-DEMO_DAYS = 7
+DEMO_DAYS = 5
+RUN_HOURS = (9, 17)  # two runs a day (UTC), so sends deferred by a send window go out at the next one
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -27,14 +28,14 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 def run_demo(settings: Settings, *, users: int, days: int = DEMO_DAYS, echo: Callable[[str], None] = print) -> None:
-    """Each simulated day: the world's snapshot at that day is loaded, then one whole run at 09:00."""
+    """Each simulated run time: the world's snapshot at that time is loaded, then one whole run."""
     settings = demo_settings(settings)
     for stale in (settings.db_path, settings.db_path.with_name(settings.db_path.name + ".wal")):
         stale.unlink(missing_ok=True)  # a fresh world every time
     started = time.monotonic()
     dbt = DbtProject(settings.project_dir, settings.db_path)
-    for day in range(days):
-        as_of = ORIGIN + dt.timedelta(days=day)
+    times = [ORIGIN.replace(hour=h) + dt.timedelta(days=d) for d in range(days) for h in RUN_HOURS]
+    for n, as_of in enumerate(times, start=1):
         with run_lock(settings.db_path, what="journeys demo (loading the day's data)"):
             prepare_warehouse(settings)
             con = connect(settings)
@@ -42,7 +43,7 @@ def run_demo(settings: Settings, *, users: int, days: int = DEMO_DAYS, echo: Cal
                 counts = generate_sample_data(con, users=users, origin=ORIGIN, as_of=as_of)
             finally:
                 con.close()
-        echo(f"\n[day {day + 1}/{days}] {as_of:%a %Y-%m-%d %H:%M} - world: {counts['users']} users, "
+        echo(f"\n[run {n}/{len(times)}] {as_of:%a %Y-%m-%d %H:%M} UTC - world: {counts['users']} users, "
              f"{counts['accounts']} accounts, {counts['events']} events")  # fmt: skip
         report = run(settings, as_of=as_of, dbt=dbt)
         print_run_report(report, echo)
@@ -64,8 +65,8 @@ def _print_outcomes(settings: Settings, echo: Callable[[str], None]) -> None:
     finally:
         con.close()
     echo("\noutcomes (journey_outcomes)")
-    echo(f"  {'journey (variant / path)':<28} {'enrolled':>8} {'active':>7} {'completed':>9} {'goal':>5} {'unenrolled':>10} {'goal rate':>9} {'median h to goal':>16}")
+    echo(f"  {'journey (variant / path)':<34} {'enrolled':>8} {'active':>7} {'completed':>9} {'goal':>5} {'unenrolled':>10} {'goal rate':>9} {'median h to goal':>16}")
     for jid, enrolled, active, completed, goal, unenrolled, rate, median in rows:
         median_text = f"{median:.1f}" if median is not None else "-"
-        echo(f"  {jid:<28} {enrolled:>8} {active:>7} {completed:>9} {goal:>5} {unenrolled:>10} {rate:>9.1%} {median_text:>16}")
+        echo(f"  {jid:<34} {enrolled:>8} {active:>7} {completed:>9} {goal:>5} {unenrolled:>10} {rate:>9.1%} {median_text:>16}")
     echo(f"  emails written to email_outbox: {emails}; human tasks created: {tasks}")

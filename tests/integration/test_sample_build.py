@@ -57,7 +57,7 @@ def test_demo_runs_simulated_days_and_prints_the_outcomes(tmp_path):
     db = tmp_path / "demo.duckdb"
     result = journeys(root, "--db", str(db), "demo", "--users", "300", "--days", "3")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("(committed)") == 3
+    assert result.stdout.count("(committed)") == 6  # two runs a simulated day
     assert "outcomes (journey_outcomes)" in result.stdout
     outcome_lines = [line for line in result.stdout.splitlines() if line.startswith("  ") and "%" in line]
     assert outcome_lines, result.stdout  # one line per journey with enrollments
