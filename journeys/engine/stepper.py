@@ -54,7 +54,7 @@ def advance_enrollments(run) -> None:
 REACHED_SQL = """
 create or replace temp table _reached as
 with due as (
-    select e.enrollment_id, e.journey_id, e.entity_type, e.entity_id, e.enrolled_at, e.variant,
+    select e.enrollment_id, e.journey_id, e.journey_version, e.entity_type, e.entity_id, e.enrolled_at, e.variant,
            e.cursor_step_id as step_id, e.cursor_at as reached_at,
            s.ordinal, s.kind, s.action_type, s.params, s.wait_seconds, s.next_step_id, s.then_step_id, s.else_step_id,
            c.entity_id is not null as holds,
@@ -73,8 +73,7 @@ routed as (
            d.kind = 'wait_until_date' and (d.date_target is null or d.date_target < d.reached_at) as date_is_past
     from due as d
     left join {S}.journey_split_routes as r
-        on d.kind = 'split' and r.journey_id = d.journey_id and r.step_id = d.step_id
-        and r.version = (select journey_version from {S}.enrollments where enrollment_id = d.enrollment_id)
+        on d.kind = 'split' and r.journey_id = d.journey_id and r.version = d.journey_version and r.step_id = d.step_id
         and d.bucket >= r.lower_bound and d.bucket < r.upper_bound
 )
 select *,
