@@ -112,6 +112,27 @@ def preview(obj: Context, journey: str, as_of: str | None, sample: int) -> None:
 
 
 @cli.command()
+@click.argument("entity_id")
+@click.option("--journey", default=None, help="Explain entry, blacklist and goal of this journey, and the history.")
+@click.option("--segment", default=None, help="Explain this segment's criteria.")
+@click.option("--as-of", "as_of", default=None, help="Logical time T (default: the T of the last build).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def explain(obj: Context, entity_id: str, journey: str | None, segment: str | None, as_of: str | None, as_json: bool) -> None:
+    """Why ENTITY_ID is or is not in a segment or journey: every leaf, its value and verdict at T."""
+    import json
+
+    from journeys.trust.explain import explain_entity
+
+    if journey and segment:
+        raise click.UsageError("pass --journey or --segment, not both")
+    report = explain_entity(obj.settings, entity_id, journey=journey, segment=segment, as_of=parse_time(as_of),
+                            echo=(lambda m: None) if as_json else click.echo)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+
+
+@cli.command()
 @click.option("--users", type=click.IntRange(min=20), default=2000, show_default=True, help="Size of the simulated world.")
 @click.option("--days", type=click.IntRange(min=1, max=60), default=5, show_default=True, help="Simulated days (two runs each).")
 @click.pass_obj

@@ -72,7 +72,10 @@ class DbtProject:
             args += ["--select", *select]
         if exclude:
             args += ["--exclude", *exclude]
-        result = self._runner().invoke(args)
+        try:
+            result = self._runner().invoke(args)
+        finally:
+            release_duckdb_file()
         nodes = [
             NodeResult(r.node.name, r.node.resource_type, str(r.status), float(r.execution_time or 0.0),
                        (r.adapter_response or {}).get("rows_affected"), r.message)
@@ -83,6 +86,20 @@ class DbtProject:
             details = "; ".join(f"{n.resource_type} {n.name}: {_first_line(n.message)}" for n in failed)
             raise DbtError(f"dbt build failed: {details or result.exception}")
         return nodes
+
+
+def release_duckdb_file() -> None:
+    """dbt-duckdb keeps its DuckDB connection open for the life of the process; close it after each build
+    so other processes (the CLI, Dagster, a second run waiting on the lock) can open the file."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # another adapter (e.g. Spark) holds no local file
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        if env is not None:
+            env.close()
+        DuckDBConnectionManager._ENV = None
 
 
 def _first_line(message: str | None) -> str:
