@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean ui browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,5 +20,29 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# The Dagster UI (asset graph, runs, schedule, checks) on the embedded default database; Dagster's own
+# storage is .dagster_home/ (ignored by git), configured by dagster.yaml. JOURNEYS_DB=... to use another file.
+ui: $(STAMP)
+	mkdir -p .dagster_home
+	ln -sf ../dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -m orchestration.definitions
+
+# Headless Chromium for tests/browser (skipped without it); Debian or Ubuntu.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver
+
 clean:
 	rm -rf $(VENV) warehouse dbt_project/target dbt_project/logs
+
+# Benchmark: the engine's full and incremental runs against a hand-written DuckDB baseline (bench/RESULTS.md).
+# make bench [USERS=20000|SIZE=...] [JOURNEYS=20] [ACTIONS=execute|skip]; lists run every case and the growth,
+# e.g. make bench USERS=100000,1000000 JOURNEYS=10,100 ACTIONS=skip
+.PHONY: bench
+SIZE ?= 20000
+USERS ?= $(SIZE)
+JOURNEYS ?= 20
+ACTIONS ?= execute
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --users $(USERS) --journeys $(JOURNEYS) --actions $(ACTIONS)

@@ -80,14 +80,22 @@ def load(obj: Context, data_dir: str) -> None:
 @click.option("--as-of", "as_of", default=None, help="Logical time T (ISO, UTC); default: now.")
 @click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
 @click.option("--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for a run in progress.")
+@click.option("--ack", "acks", multiple=True, metavar="JOURNEY@RUN_ID",
+              help="Release a journey held by the segment-size circuit breaker (repeatable).")
 @click.pass_obj
-def run_(obj: Context, as_of: str | None, dry_run: bool, wait_seconds: float) -> None:
-    """One whole run: compile, dbt build, transitions, due actions."""
+def run_(obj: Context, as_of: str | None, dry_run: bool, wait_seconds: float, acks: tuple[str, ...]) -> None:
+    """One whole run: compile, dbt build, transitions, due actions (the same run Dagster executes)."""
+    import os
+
+    from journeys.engine.breaker import Bounds, Breaker, parse_acks
     from journeys.engine.run import run
     from journeys.report import print_run_report
 
-    report = run(obj.settings, as_of=parse_time(as_of), dry_run=dry_run, wait_seconds=wait_seconds, echo=_note)
+    breaker = Breaker(Bounds.from_env(), parse_acks(os.environ.get("JOURNEYS_BREAKER_ACK")) + parse_acks(list(acks)), "cli")
+    report = run(obj.settings, as_of=parse_time(as_of), dry_run=dry_run, wait_seconds=wait_seconds, echo=_note, hold=breaker.hold)
     print_run_report(report, click.echo)
+    for trip in (breaker.outcome.held if breaker.outcome else []):
+        click.echo(f"  circuit breaker holds {trip.journey_id}'s actions: release with --ack {trip.ack}", err=True)
 
 
 @cli.command()
@@ -130,6 +138,19 @@ def explain(obj: Context, entity_id: str, journey: str | None, segment: str | No
                             echo=(lambda m: None) if as_json else click.echo)  # fmt: skip
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
+
+
+@cli.command("report")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the pages (default: report/ beside the database).")
+@click.pass_obj
+def report_(obj: Context, out_dir: str | None) -> None:
+    """Static HTML pages, an index and one per journey, with charts and tables; they work offline."""
+    from journeys.trust.report import build_report
+
+    out = Path(out_dir).resolve() if out_dir else obj.settings.db_path.parent / "report"
+    pages = build_report(obj.settings.db_path, out)
+    click.echo(f"wrote {len(pages)} pages to {obj.settings.display(out)}; open {obj.settings.display(pages[0])}")
 
 
 @cli.command()

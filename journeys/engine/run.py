@@ -97,12 +97,23 @@ def run(
             con.close()
 
         echo(f"building models at {as_of:%Y-%m-%d %H:%M:%S}")
-        nodes = build_models(settings, dbt or DbtProject(settings.project_dir, settings.db_path), as_of)
+        faults.point("before_dbt_build")
+        try:
+            nodes = build_models(settings, dbt or DbtProject(settings.project_dir, settings.db_path), as_of)
+        except BaseException as e:  # a failing dbt test or model: the run failed before any transition
+            if not dry_run:
+                con = connect(settings)
+                try:
+                    _record_failure(con, run_id, e)
+                finally:
+                    con.close()
+            raise
         faults.point("after_dbt_build")
 
         con = connect(settings)
         try:
             report = _transitions(con, compiled.rules, as_of, run_id, dry_run, rules_hash(settings.project_dir), inspect)
+            faults.point("after_commit")
             report.nodes = nodes
             if not dry_run:
                 names = {jid: j.title for jid, j in compiled.rules.journeys.items()}
@@ -111,6 +122,7 @@ def run(
                     con, as_of, executors or default_executors(settings, compiled.rules), names, held_journeys=set(report.held),
                     settings=compiled.rules.settings, run_id=run_id,
                 )
+                faults.point("after_actions")
                 con.execute(f"update {S}.runs set finished_at = ? where run_id = ?", [utc_now(), run_id])
             return report
         except BaseException as e:
