@@ -13,11 +13,22 @@ from journeys.rules.model import duration_seconds
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a new destination: following it would leave the allowlist."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError(3xx)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class WebhookExecutor:
     action_types = ("webhook",)
 
     def __init__(self, allow: tuple[str, ...] = ()):
         self.allow = allow  # checked at validation; checked again here in case rules changed under a pending action
+        # (an empty allowlist allows nothing, as at validation)
 
     def is_internal(self, action: DueAction) -> bool:
         return False
@@ -27,7 +38,7 @@ class WebhookExecutor:
 
     def deliver(self, action: DueAction, ctx: ActionContext) -> None:
         p = action.params
-        if self.allow and not any(p["url"].startswith(prefix) for prefix in self.allow):
+        if not any(p["url"].startswith(prefix) for prefix in self.allow):
             raise ActionFailed(f"{p['url']} is no longer allowed by journeys.yml webhooks.allow", permanent=True)
         variables = ctx.template_variables(action)
         body = json.dumps(_render(p.get("body"), ctx, variables)).encode()
@@ -36,8 +47,10 @@ class WebhookExecutor:
         timeout = duration_seconds(p["timeout"]) if p.get("timeout") else DEFAULT_TIMEOUT_SECONDS
         request = urllib.request.Request(p["url"], data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 status = response.status
+        except ValueError as e:  # e.g. a line break in a rendered header: bad data, retrying cannot help
+            raise ActionFailed(f"cannot build the request: {e}", permanent=True) from None
         except urllib.error.HTTPError as e:
             raise ActionFailed(f"HTTP {e.code} from {p['url']}") from None
         except (urllib.error.URLError, OSError) as e:

@@ -45,6 +45,7 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
     gates = SendGates(con, settings or ProjectSettings(), as_of, directory, actions)
     internal = [a for a in actions if by_type[a.action_type].is_internal(a)]
     external = [a for a in actions if not by_type[a.action_type].is_internal(a)]
+    ended: set[str] = set()  # enrollments ended by an aborting action during this run
 
     if internal:
         con.execute("begin")
@@ -61,7 +62,7 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
                     mark_skipped(con, action.action_key, str(e), as_of)
                     counts.skipped[action.action_type] += 1
                 except ActionFailed as e:  # raised before the executor wrote anything
-                    _record_failure(con, action, e, as_of, run_id, counts, count_attempt=True)
+                    _record_failure(con, action, e, as_of, run_id, counts, ended, count_attempt=True)
                 if n == 0:
                     faults.point("mid_internal_actions")
             con.execute("commit")
@@ -69,10 +70,14 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
             con.execute("rollback")
             raise
 
+    faults.point("after_internal_actions")
     for action in external:
+        if action.enrollment_id in ended:
+            continue  # an abort earlier in this run ended the enrollment and cancelled this action
         if _deferred(con, gates, action, counts):
             continue
         mark_sending(con, action.action_key)  # autocommit: durable before the message leaves
+        faults.point("before_external_delivery")
         try:
             by_type[action.action_type].deliver(action, ctx)
         except ActionSkipped as e:
@@ -81,7 +86,7 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
             continue
         except Exception as e:  # ActionFailed, or a bug in an executor: recorded, retried, never wedged in `sending`
             failure = e if isinstance(e, ActionFailed) else ActionFailed(f"{type(e).__name__}: {e}")
-            _record_failure(con, action, failure, as_of, run_id, counts, count_attempt=False)
+            _record_failure(con, action, failure, as_of, run_id, counts, ended, count_attempt=False)
             continue
         faults.point("after_external_delivery")
         mark_done(con, action.action_key, as_of, count_attempt=False)
@@ -100,23 +105,26 @@ def _deferred(con, gates: SendGates, action: DueAction, counts: ExecutionCounts)
 
 
 def _record_failure(con, action: DueAction, failure: ActionFailed, as_of: dt.datetime, run_id: str,
-                    counts: ExecutionCounts, *, count_attempt: bool) -> None:  # fmt: skip
+                    counts: ExecutionCounts, ended: set[str], *, count_attempt: bool) -> None:  # fmt: skip
     """Email retries back off; a webhook retries on each of the next `retry` runs, then skips or aborts."""
     policy = action.params.get("on_failure") if action.action_type == "webhook" else None
     if policy is None:
         mark_failed(con, action.action_key, str(failure), as_of, count_attempt=count_attempt, permanent=failure.permanent)
     else:
-        attempts = action.attempts + 1
+        attempts = action.attempts + 1  # this attempt (mark_sending already counted it in the ledger)
         if attempts <= policy["retry"] and not failure.permanent:
-            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=True, retry_at=as_of, max_attempts=policy["retry"] + 1)
+            # "retry N runs": the next run with a later T; a re-run at the same T does not post again
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=count_attempt,
+                        retry_at=as_of + dt.timedelta(seconds=1), max_attempts=policy["retry"] + 1)  # fmt: skip
         elif policy["then"] == "skip":
-            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=True, permanent=True, max_attempts=attempts)
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=count_attempt, permanent=True, max_attempts=attempts)
             mark_skipped(con, action.action_key, f"webhook_failed after {attempts} attempt(s): {failure}", as_of)
             counts.skipped[action.action_type] += 1
             return
         else:  # abort: the enrollment ends, with what it had not done yet
-            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=True, permanent=True, max_attempts=attempts)
+            mark_failed(con, action.action_key, str(failure), as_of, count_attempt=count_attempt, permanent=True, max_attempts=attempts)
             end_enrollment(con, action.enrollment_id, "action_failed", as_of, run_id)
+            ended.add(action.enrollment_id)
     counts.failed[action.action_type] += 1
     counts.errors.append(f"{action.journey_id} {action.entity_type} {action.entity_id} step {action.step_id}: {failure}")
 

@@ -9,7 +9,8 @@ import os
 import signal
 
 POINTS = ("after_dbt_build", "mid_transitions", "before_commit", "mid_internal_actions", "after_smtp_accept",
-          "after_external_delivery")
+          "after_external_delivery", "before_dbt_build", "after_commit", "after_internal_actions",
+          "before_external_delivery", "after_actions")
 
 
 def point(name: str) -> None:

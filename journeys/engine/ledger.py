@@ -62,7 +62,7 @@ def cancel_open_actions(con: duckdb.DuckDBPyConnection, ended_table: str) -> int
     return con.execute(
         f"""
         update {S}.actions set status = 'cancelled', next_attempt_at = null
-        where (status = 'pending' or (status = 'failed' and next_attempt_at is not null))
+        where (status in ('pending', 'deferred') or (status = 'failed' and next_attempt_at is not null))
           and enrollment_id in (select enrollment_id from {ended_table})
         """
     ).fetchone()[0]
@@ -111,7 +111,7 @@ def mark_sending(con: duckdb.DuckDBPyConnection, key: str) -> None:
 
 def mark_done(con: duckdb.DuckDBPyConnection, key: str, executed_at: dt.datetime, *, count_attempt: bool) -> None:
     con.execute(
-        f"""update {S}.actions set status = 'done', executed_at = ?, error = null, next_attempt_at = null,
+        f"""update {S}.actions set status = 'done', executed_at = ?, error = null, reason = null, next_attempt_at = null,
                    attempts = attempts + ? where action_key = ? and status <> 'done'""",
         [executed_at, 1 if count_attempt else 0, key],
     )

@@ -122,6 +122,13 @@ def _check_journey(rules: RuleSet, contracts, file: RuleFile, journey: Journey) 
 def _check_date_property(contracts, file: RuleFile, text: str, loc, entity: str) -> list[RuleProblem]:
     """A wait_until_date needs a date or timestamp: a time column, or a custom attribute holding ISO text."""
     path = PropertyPath.parse(text)
+    if path.scope not in ("user", "account") or (entity == "account" and path.scope == "user"):
+        # _check_path would speak of "a user criterion"; a wait_until_date is not one
+        if entity == "user":
+            whose, expected = "the user or its account", "user.<column>, user.custom.<name>, account.<column> or account.custom.<name>"
+        else:
+            whose, expected = "the account", "account.<column> or account.custom.<name>"
+        return [file.problem(loc, f"{path} cannot be used in wait_until_date; expected a date of {whose}: {expected}")]
     problems = _check_path(contracts, file, path, loc, entity, "entity")
     if problems:
         return problems
