@@ -17,8 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/journeys demo
 
+# Two workers (this machine has 2 cores); --dist loadfile keeps a file's module-scoped project on one worker.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # The Dagster UI (asset graph, runs, schedule, checks) on the embedded default database; Dagster's own
 # storage is .dagster_home/ (ignored by git), configured by dagster.yaml. JOURNEYS_DB=... to use another file.
@@ -46,3 +47,8 @@ JOURNEYS ?= 20
 ACTIONS ?= execute
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --users $(USERS) --journeys $(JOURNEYS) --actions $(ACTIONS)
+
+# Slow tests (marked `slow`: the whole crash matrix, the bigger property tests, YAML bombs); `make test` skips them.
+.PHONY: test-slow
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from journeys.contracts import SOURCE_TABLES, load_contracts
+from journeys.contracts import OPTIONAL_SOURCE_TABLES, SOURCE_TABLES, load_contracts
 from journeys.errors import DataError, StateError
 from journeys.loading import ensure_source_tables, load_directory
 
@@ -225,6 +225,6 @@ def test_ensure_source_tables_creates_missing_tables_and_keeps_existing(tmp_path
         con.execute("create table raw.users as select 'u1' as user_id")
         ensure_source_tables(con, PROJECT_DIR)
         tables = con.execute("select table_name from information_schema.tables where table_schema = 'raw'")
-        assert sorted(t for (t,) in tables.fetchall()) == sorted(SOURCE_TABLES)
+        assert sorted(t for (t,) in tables.fetchall()) == sorted(SOURCE_TABLES + OPTIONAL_SOURCE_TABLES)
         assert con.execute("select * from raw.users").fetchall() == [("u1",)]
         assert con.execute("select count(*) from raw.events").fetchall() == [(0,)]
