@@ -116,7 +116,8 @@ class ModelBuilder:
                 condition = exp.and_(condition, exp.Paren(this=compile_criteria(feature.where, self.context("user", None))))
             select = select.select(exp.alias_(_count_if(condition), column))
             window = f" within {feature.within}" if feature.within else ""
-            model.columns[column] = f"Events '{feature.event}'{window}{' matching a where filter' if feature.where else ''}, up to T."
+            # no event name here: dbt renders descriptions with Jinja, and a name is free text
+            model.columns[column] = f"Count of one event criterion's events{window}{' matching a where filter' if feature.where else ''}, up to T."
         prefilter = [exp.In(this=e("event_name"), expressions=[literal(n) for n in sorted({f.event for f in events})])]
         if all(f.within for f in events):  # only the widest window needs scanning
             prefilter.append(event_window(max((f.within for f in events), key=duration_seconds), e("occurred_at")))

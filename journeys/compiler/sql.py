@@ -29,6 +29,15 @@ def jinja_safe(tree: exp.Expression) -> exp.Expression:
     """
 
     def split(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Literal) and node.is_string and "\n" in node.this:
+            # the model template indents every line; a line break inside a literal would gain spaces
+            pieces = [split(exp.Literal.string(p)) if p else None for p in node.this.split("\n")]
+            result: exp.Expression | None = None
+            for n, piece in enumerate(pieces):
+                parts = ([exp.func("chr", exp.Literal.number(10))] if n else []) + ([piece] if piece is not None else [])
+                for part in parts:
+                    result = part if result is None else exp.DPipe(this=result, expression=part, safe=True)
+            return exp.Paren(this=result)
         if isinstance(node, exp.Literal) and node.is_string and "{" in node.this:
             parts = node.this.split("{")
             chunks = [p + "{" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
@@ -38,7 +47,7 @@ def jinja_safe(tree: exp.Expression) -> exp.Expression:
             return exp.Paren(this=result)
         return node
 
-    return tree.transform(split)
+    return tree.transform(split, copy=True)
 
 
 def interval(text: str) -> exp.Interval:

@@ -61,8 +61,9 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
                 except ActionSkipped as e:
                     mark_skipped(con, action.action_key, str(e), as_of)
                     counts.skipped[action.action_type] += 1
-                except ActionFailed as e:  # raised before the executor wrote anything
-                    _record_failure(con, action, e, as_of, run_id, counts, ended, count_attempt=True)
+                except Exception as e:  # raised before the executor wrote anything: that action fails, not the batch
+                    failure = e if isinstance(e, ActionFailed) else ActionFailed(f"{type(e).__name__}: {e}")
+                    _record_failure(con, action, failure, as_of, run_id, counts, ended, count_attempt=True)
                 if n == 0:
                     faults.point("mid_internal_actions")
             con.execute("commit")
