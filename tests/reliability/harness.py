@@ -29,10 +29,6 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> 
                           timeout=timeout)  # fmt: skip
 
 
-def cli_env(**values: str | None) -> dict[str, str]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def release_dbt() -> None:
     """Make sure this process does not hold a DuckDB file after an in-process build (the engine now releases
     dbt-duckdb's handle itself after each build; this is a no-op then, kept for test isolation)."""

@@ -33,10 +33,6 @@ def texts(min_size: int = 1):
     return st.lists(piece, min_size=min_size, max_size=6).map("".join).filter(lambda s: len(s) >= min_size)
 
 
-def criterion_texts():
-    """Values that reach generated SQL: no line break (that bug has its own xfail test below)."""
-    return texts().filter(lambda s: "\n" not in s)
-
 
 def plain(text: str) -> bool:
     """Literal template text: no Jinja syntax, no carriage return (Jinja normalizes line ends)."""
@@ -49,9 +45,9 @@ def worlds(draw):
     for _ in range(6):
         op, prop = draw(st.sampled_from(OPS)), draw(st.sampled_from(PROPERTIES))
         many = op in ("in", "not_in")
-        value = draw(st.lists(criterion_texts(), min_size=1, max_size=3)) if many else draw(criterion_texts())
+        value = draw(st.lists(texts(), min_size=1, max_size=3)) if many else draw(texts())
         leaves.append((prop, op, value))
-    event = draw(criterion_texts().filter(lambda s: "{" not in s))  # '{' in an event name: the xfail test below
+    event = draw(texts())
     seeds = [v for _, _, value in leaves for v in (value if isinstance(value, list) else [value])] + [event]
     pool = st.one_of(st.none(), st.sampled_from(seeds), st.sampled_from(seeds).map(str.upper),
                      st.sampled_from(seeds).map(lambda s: f"x{s}y"), texts())  # fmt: skip
@@ -170,12 +166,16 @@ def test_values_never_reach_sql_or_templates_as_code_many_examples(project, worl
 
 
 def test_an_event_name_with_jinja_delimiters_builds_and_matches_exactly(project):
+    """Found by this suite: an event name went unescaped into a dbt column description, which dbt renders with
+    Jinja (`'{%` broke every build, `{{ env_var('HOME') }}` was evaluated). Fixed in journeys/compiler/models.py."""
     world = ([("user.first_name", "equal_to", "x")], "'{% if %}{{ 7*7 }}", [("x", None, "'{% if %}{{ 7*7 }}"),
              ("y", None, "49")], "hello", "v")  # fmt: skip
     check(project, world)
 
 
 def test_a_value_with_a_line_break_matches_exactly(project):
+    """Found by this suite: the model template indented every line of the SQL, inside multi-line string literals
+    too, so a value with a line break never matched. Fixed in journeys/compiler/sql.py (jinja_safe)."""
     world = ([("user.first_name", "equal_to", "a\nb"), ("user.custom.note", "in", ["x\ny"])], "e\nv",
              [("a\nb", "x\ny", "e\nv"), ("ab", "xy", "ev")], "hello", "v")  # fmt: skip
     check(project, world)

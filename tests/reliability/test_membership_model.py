@@ -203,11 +203,11 @@ def check(project: Project, history: list[dict]) -> None:
 
 
 HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-EXAMPLES = 3  # each example is 5 real runs (dbt build + transitions) over 8 users
+EXAMPLES = 2  # each example is 6 real runs (dbt build + transitions) over 12 users: ~15 s
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=HEALTH)
-@given(history=histories(users=8, days=5))
+@given(history=histories(users=12, days=6))
 def test_engine_enrollments_follow_the_spec_model_over_random_histories(engine, history):
     check(engine, history)
 
