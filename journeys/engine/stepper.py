@@ -47,7 +47,7 @@ def advance_enrollments(run) -> None:
             from _completed as c where e.enrollment_id = c.enrollment_id"""
     )
     run.log("_completed", "completed", "active", "completed", "'completed'", at_sql="t.completed_at")
-    run.counts.completed = run._count_by_journey("_completed")
+    run.counts.completed = run.count_by_journey("_completed")
 
 
 # One pass. Parameters: T (wait_until window), T (wait_until then-time), T (parked test), T (reached by T).

@@ -54,7 +54,7 @@ class RunTransitions:
     def sql(self, statement: str, params: list | None = None):
         return self.con.execute(statement, params or [])
 
-    def _count_by_journey(self, table: str) -> dict[str, int]:
+    def count_by_journey(self, table: str) -> dict[str, int]:
         return dict(self.sql(f"select journey_id, count(*) from {table} group by journey_id order by 1").fetchall())
 
     def log(self, table: str, event: str, from_status: str | None, to_status: str | None, reason_sql: str, at_sql: str = "?") -> None:
@@ -125,7 +125,7 @@ class RunTransitions:
                 where e.status = 'active' and (j.journey_id is null or not j.enabled)"""
         )
         self.end_enrollments("_stopped", "unenrolled", "t.reason", "unenrolled")
-        self.counts.unenrolled.update(self._count_by_journey("_stopped"))
+        self.counts.unenrolled.update(self.count_by_journey("_stopped"))
         self.sql(
             f"update {S}.journeys set enabled = false, updated_at = ? where journey_id not in (select journey_id from _jny)",
             [self.as_of],
@@ -163,7 +163,7 @@ class RunTransitions:
                 where case when j.first_run or ts.segment_id is null then j.existing_members = 'enroll'
                            else prev.entity_id is null end"""
         )
-        self.counts.entered = self._count_by_journey("_entering")
+        self.counts.entered = self.count_by_journey("_entering")
         # 2. Enrollment unless already active, barred by reenrollment, or blacklisted (suppressed).
         self.sql(
             f"""create or replace temp table _candidates as
@@ -190,7 +190,7 @@ class RunTransitions:
             , [self.as_of])  # fmt: skip
         self.sql("create or replace temp table _suppressed as select * from _candidates where blacklisted")
         self.log("_suppressed", "suppressed", None, None, "'blacklist'")
-        self.counts.suppressed = self._count_by_journey("_suppressed")
+        self.counts.suppressed = self.count_by_journey("_suppressed")
 
         enrollment_key = content_key_sql("c.journey_id", "c.entity_type", "c.entity_id", "cast(? as timestamp)")
         self.sql(
@@ -212,7 +212,7 @@ class RunTransitions:
             [self.as_of, self.as_of, self.run_id],
         )
         self.log("_enrolled", "enrolled", None, "active", "null")
-        self.counts.enrolled = self._count_by_journey("_enrolled")
+        self.counts.enrolled = self.count_by_journey("_enrolled")
 
     # ----------------------------------------------------------------------- 3. unenroll from other journeys
 
@@ -228,7 +228,7 @@ class RunTransitions:
                 order by e.enrollment_id, n.journey_id"""
         )
         self.end_enrollments("_unenrolled_by", "unenrolled", "t.reason", "unenrolled")
-        _add(self.counts.unenrolled, self._count_by_journey("_unenrolled_by"))
+        _add(self.counts.unenrolled, self.count_by_journey("_unenrolled_by"))
 
     # ----------------------------------------------------------------------- 4. blacklist
 
@@ -241,7 +241,7 @@ class RunTransitions:
                 where e.status = 'active'"""
         )
         self.end_enrollments("_blacklisted", "unenrolled", "'blacklist'", "unenrolled")
-        _add(self.counts.unenrolled, self._count_by_journey("_blacklisted"))
+        _add(self.counts.unenrolled, self.count_by_journey("_blacklisted"))
 
     def exit_left_entry(self) -> None:
         """exit.on_leave_entry: an enrollment ends (reason left_entry) once its entity is in none of the entry segments."""
@@ -254,7 +254,7 @@ class RunTransitions:
                 where e.status = 'active' and el.entity_id is null"""
         )
         self.end_enrollments("_left_entry", "unenrolled", "'left_entry'", "unenrolled")
-        _add(self.counts.unenrolled, self._count_by_journey("_left_entry"))
+        _add(self.counts.unenrolled, self.count_by_journey("_left_entry"))
 
     # ----------------------------------------------------------------------- 5. goal
 
@@ -277,7 +277,7 @@ class RunTransitions:
         self.log("_goal_continue", "goal_achieved", "active", "active", "'goal'")
         self.sql("create or replace temp table _goal_exit as select * from _goal where on_goal = 'exit'")
         self.end_enrollments("_goal_exit", "goal_achieved", "'goal'", "goal_achieved")
-        self.counts.goal_achieved = self._count_by_journey("_goal")
+        self.counts.goal_achieved = self.count_by_journey("_goal")
 
     # ----------------------------------------------------------------------- membership for the next diff
 

@@ -186,16 +186,6 @@ def describe(tree: Any) -> str:
     return type(tree).__name__
 
 
-def render_tree(node: Node, indent: str = "  ") -> list[str]:
-    mark = "✓" if node.verdict else "✗"
-    value = "" if node.value is None else f"  [value: {_jsonable(node.value)}]"
-    detail = f"  ({node.detail})" if node.detail else ""
-    lines = [f"{indent}{mark} {node.label}{value}{detail}"]
-    for child in node.children:
-        lines += render_tree(child, indent + "    ")
-    return lines
-
-
 # --------------------------------------------------------------------------- the command
 
 
