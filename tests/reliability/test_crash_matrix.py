@@ -111,12 +111,13 @@ class After:
     accepted: int  # messages the server accepted before the crash (a1's CSM introduction goes first: 2 messages)
     in_flight: bool = False  # one email action left `sending` (attempts + 1 after the retry)
     duplicates: int = 0  # messages the next run sends again (same Message-ID)
+    built_at_t1: bool = True  # journey_state.run_context already holds T1 (the build started)
 
 
 NONE_YET = After("running", False, 0, {}, 0)
 COMMITTED = After("committed", True, 0, {"pending": T1_EMAILS}, 0)
 MATRIX = {
-    "before_dbt_build": NONE_YET,
+    "before_dbt_build": After("running", False, 0, {}, 0, built_at_t1=False),
     "during_dbt_build": NONE_YET,
     "after_dbt_build": NONE_YET,
     "mid_transitions": NONE_YET,
@@ -222,6 +223,7 @@ def on_disk(db: Path) -> dict:
         "internal_done": query(db, "select count(*) from journey_state.actions where action_type <> 'send_email' "
                                    "and due_at > ? and status = 'done'", [T0])[0][0],  # fmt: skip
         "emails": emails,
+        "built_at_t1": query(db, "select max(as_of) from journey_state.run_context")[0][0] == T1,
         # messages recorded delivered for the action left `sending` (None: no action in flight)
         "recorded": next(iter(query(db, "select count(d.message_id) from journey_state.actions as a left join "
                                         "journey_state.deliveries as d using (action_key) where a.status = 'sending' "
@@ -265,7 +267,8 @@ def test_a_run_killed_at_any_point_is_completed_by_the_next_run_exactly_once(wor
     # what the crash left on disk
     recorded = disk.pop("recorded")
     assert disk == {"run_status": expected.run_status, "transitions": expected.transitions,
-                    "internal_done": expected.internal_done, "emails": expected.emails}  # fmt: skip
+                    "internal_done": expected.internal_done, "emails": expected.emails,
+                    "built_at_t1": expected.built_at_t1}  # fmt: skip
     assert accepted == expected.accepted
     if point == "after_external_delivery":  # every message of the in-flight action accepted and recorded
         assert recorded == accepted
