@@ -39,6 +39,11 @@ class Model:
     ctes: list[tuple[str, str, str | None]] = field(default_factory=list)  # (name, sql, rule file it came from)
 
 
+def members_from_segment_membership(seg_id: str) -> exp.Select:
+    """A segment's members as journey-level criteria read them: from the built segment_membership."""
+    return exp.select("entity_id").from_("segment_membership").where(exp.EQ(this=exp.column("segment_id"), expression=literal(seg_id)))
+
+
 @dataclass(frozen=True)
 class DateValue:
     """A part of a match model that reads a date property instead of testing criteria."""
@@ -312,9 +317,7 @@ class ModelBuilder:
             [("user_features", ref("user_features")), ("account_features", ref("account_features")),
              ("segment_membership", ref("segment_membership")), ("run_context", RUN_CONTEXT)],
         )  # fmt: skip
-        members = lambda seg_id: exp.select("entity_id").from_("segment_membership").where(  # noqa: E731
-            exp.EQ(this=exp.column("segment_id"), expression=literal(seg_id))
-        )
+        members = members_from_segment_membership
         unions = []
         for cte, journey_id, entity, tree, extra in parts:
             ctx = self.context(entity, members)

@@ -16,6 +16,7 @@ from sqlglot import exp
 
 from journeys.compiler.criteria import CriteriaContext, compile_criteria, property_column
 from journeys.compiler.features import FeatureRegistry
+from journeys.compiler.models import ModelBuilder, members_from_segment_membership
 from journeys.compiler.sql import literal, render
 from journeys.contracts import TableContract
 from journeys.rules.load import RuleSet
@@ -69,10 +70,8 @@ class Explainer:
         self.con, self.rules, self.features, self.contracts = con, rules, features, contracts
 
     def context(self, entity: str) -> CriteriaContext:
-        members = lambda seg_id: exp.select("entity_id").from_("segment_membership").where(  # noqa: E731
-            exp.EQ(this=exp.column("segment_id"), expression=literal(seg_id))
-        )
-        return CriteriaContext(entity, self.features, self.contracts, members, lambda s: self.rules.segments[s].entity)
+        """The context the journey match models compile with (journeys/compiler/models.py), so verdicts agree."""
+        return ModelBuilder(self.rules, self.features, self.contracts).context(entity, members_from_segment_membership)
 
     def exists(self, entity: str, entity_id: str) -> bool:
         table, key = ("user_features", "user_id") if entity == "user" else ("account_features", "account_id")
