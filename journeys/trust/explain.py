@@ -17,7 +17,7 @@ from sqlglot import exp
 from journeys.compiler.criteria import CriteriaContext, compile_criteria, property_column
 from journeys.compiler.features import FeatureRegistry
 from journeys.compiler.models import ModelBuilder, members_from_segment_membership
-from journeys.compiler.sql import literal, render
+from journeys.compiler.sql import render
 from journeys.contracts import TableContract
 from journeys.rules.load import RuleSet
 from journeys.rules.model import (
