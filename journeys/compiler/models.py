@@ -21,6 +21,12 @@ from journeys.rules.validate import segment_dependencies
 from journeys.rules.walk import walk_steps
 
 RUN_CONTEXT = "{{ source('journey_state', 'run_context') }}"
+ENROLLMENTS = "{{ source('journey_state', 'enrollments') }}"
+# Who a goal, exit or step condition can matter to at this run: entry candidates (a blacklist suppresses,
+# a goal can be met in the run that enrolls) and active enrollments (state as of the last committed run).
+CANDIDATES_SQL = """select journey_id, entity_id from journey_eligible
+union
+select journey_id, entity_id from enrollments where status = 'active'"""
 MATCH_COLUMNS = {"journey_id": "The journey.", "entity_type": "user or account.", "entity_id": "The matching entity."}
 
 
@@ -60,8 +66,13 @@ def _empty(columns: list[str], types: dict[str, str] | None = None) -> str:
     return f"select\n    {cols}\nwhere 1 = 0"
 
 
+def _as_integer(expression: exp.Expression) -> exp.Expression:
+    # sum() of integers is a 128-bit HUGEINT in DuckDB, and re-summing HUGEINTs is ~1.6x slower (bench/RESULTS.md)
+    return exp.cast(expression, exp.DataType.build("int"))
+
+
 def _count_if(condition: exp.Expression) -> exp.Expression:
-    return exp.func("sum", exp.If(this=condition, true=exp.Literal.number(1), false=exp.Literal.number(0)))
+    return _as_integer(exp.func("sum", exp.If(this=condition, true=exp.Literal.number(1), false=exp.Literal.number(0))))
 
 
 def _any_row(condition: exp.Expression) -> exp.Expression:
@@ -103,18 +114,19 @@ class ModelBuilder:
     # ----------------------------------------------------------------------- features
 
     def event_features(self) -> Model:
+        keys = self._event_keys()
         model = Model(
             "event_features",
-            "Event counts per (user, account), one column per distinct (event, where, within) of any rule.",
-            {"user_id": "The user of the events.", "account_id": "The account of the events."},
+            f"Event counts per ({', '.join(k.removesuffix('_id') for k in keys)}), one column per distinct (event, where, within) of any rule.",
+            {k: f"The {k.removesuffix('_id')} of the events." for k in keys},
             [("events", ref("stg_events")), ("run_context", RUN_CONTEXT)],
         )
         events = self.features.events
         if not events:
-            model.ctes.append(("final", _empty(["user_id", "account_id"]), None))
+            model.ctes.append(("final", _empty(keys), None))
             return model
         e = _col("e")
-        select = exp.select(e("user_id"), e("account_id"))
+        select = exp.select(*(e(k) for k in keys))
         for feature, column in events.items():
             condition = exp.and_(exp.EQ(this=e("event_name"), expression=literal(feature.event)), event_window(feature.within, e("occurred_at")))
             if feature.where is not None:
@@ -129,9 +141,15 @@ class ModelBuilder:
         else:
             prefilter.append(exp.LTE(this=e("occurred_at"), expression=AS_OF.copy()))
         select = _cross_join_run_context(select.from_(exp.alias_(exp.to_table("events"), "e")))
-        select = select.where(exp.and_(*prefilter)).group_by(e("user_id"), e("account_id"))
+        select = select.where(exp.and_(*prefilter)).group_by(*(e(k) for k in keys))
         model.ctes.append(("final", render(select), None))
         return model
+
+    def _event_keys(self) -> list[str]:
+        """Group events by the levels that count them: both keys only when user and account criteria both do
+        (then each level re-aggregates); one level reads its rows as they are."""
+        levels = set().union(*self.features.event_levels.values()) if self.features.event_levels else {"user"}
+        return [f"{level}_id" for level in ("user", "account") if level in levels]
 
     def user_features(self) -> Model:
         model = Model(
@@ -189,11 +207,14 @@ class ModelBuilder:
         counts = [col for col, levels in self.features.event_levels.items() if level in levels]
         if counts:
             ef = _col("ef")
-            rollup = exp.select(ef(f"{level}_id"), *(exp.alias_(exp.func("sum", ef(c)), c) for c in counts))
-            rollup = rollup.from_(exp.alias_(exp.to_table("event_features"), "ef")).group_by(ef(f"{level}_id"))
-            model.ctes.append((f"{level}_events", render(rollup), None))
+            events_table = "event_features"
+            if self._event_keys() != [f"{level}_id"]:  # rows per (user, account): re-aggregate to this level
+                rollup = exp.select(ef(f"{level}_id"), *(exp.alias_(_as_integer(exp.func("sum", ef(c))), c) for c in counts))
+                rollup = rollup.from_(exp.alias_(exp.to_table("event_features"), "ef")).group_by(ef(f"{level}_id"))
+                model.ctes.append((f"{level}_events", render(rollup), None))
+                events_table = f"{level}_events"
             select = select.select(*(exp.alias_(exp.func("coalesce", exp.column(c, table="ev"), exp.Literal.number(0)), c) for c in counts))
-            select = select.join(exp.alias_(exp.to_table(f"{level}_events"), "ev"), on=exp.EQ(this=exp.column(f"{level}_id", table="ev"), expression=key.copy()), join_type="left")
+            select = select.join(exp.alias_(exp.to_table(events_table), "ev"), on=exp.EQ(this=exp.column(f"{level}_id", table="ev"), expression=key.copy()), join_type="left")
             for c in counts:
                 model.columns[c] = f"Count of the {level}'s events for one event criterion (see event_features)."
         return select
@@ -312,21 +333,25 @@ class ModelBuilder:
             columns_doc[value_column] = "For a wait_until_date step: the entity's date property as a timestamp."
         model = Model(
             name,
-            description,
+            description + " Evaluated only for the journey's candidates: its entry candidates and active enrollments, the only ones a run reads.",
             columns_doc,
             [("user_features", ref("user_features")), ("account_features", ref("account_features")),
-             ("segment_membership", ref("segment_membership")), ("run_context", RUN_CONTEXT)],
+             ("segment_membership", ref("segment_membership")), ("journey_eligible", ref("journey_eligible")),
+             ("enrollments", ENROLLMENTS), ("run_context", RUN_CONTEXT)],
         )  # fmt: skip
+        if parts:
+            model.ctes.append(("candidates", CANDIDATES_SQL, None))
         members = members_from_segment_membership
         unions = []
         for cte, journey_id, entity, tree, extra in parts:
             ctx = self.context(entity, members)
+            candidate = _is_candidate(entity, journey_id)
             if isinstance(tree, DateValue):
                 column, kind = property_column(tree.leaf, ctx)
                 value = as_timestamp(column, text=kind != "time")
-                select = self._entity_select(entity, exp.not_(exp.Is(this=value.copy(), expression=exp.null())), exp.alias_(value, value_column))
+                select = self._entity_select(entity, exp.and_(candidate, exp.not_(exp.Is(this=value.copy(), expression=exp.null()))), exp.alias_(value, value_column))
             else:
-                select = self._entity_select(entity, compile_criteria(tree, ctx))
+                select = self._entity_select(entity, exp.and_(candidate, exp.Paren(this=compile_criteria(tree, ctx))))
             model.ctes.append((cte, render(select), self.rules.files[("journey", journey_id)].path))
             columns = [f"{render(literal(journey_id))} as journey_id", f"'{entity}' as entity_type", "entity_id"]
             columns[1:1] = [f"{render(literal(v))} as {k}" for k, v in extra.items()]
@@ -368,6 +393,12 @@ class ModelBuilder:
             parts,
             value_column="value_at",
         )
+
+
+def _is_candidate(entity: str, journey_id: str) -> exp.Expression:
+    alias, key = ENTITY_KEY[entity]
+    journey = exp.select("entity_id").from_("candidates").where(exp.EQ(this=exp.column("journey_id"), expression=literal(journey_id)))
+    return exp.column(key, table=alias).isin(query=journey)
 
 
 def _playbook_condition(name: str, op: str) -> exp.Expression:

@@ -12,14 +12,23 @@ from __future__ import annotations
 from journeys.engine.ledger import bucket_sql, record_reached_actions
 
 S = "journey_state"
+CURSOR_COLUMNS = "enrollment_id, journey_id, journey_version, entity_type, entity_id, enrolled_at, variant, cursor_step_id, cursor_at"
 MAX_PASSES = 10_000  # a program is finite and acyclic; this only guards against a bug looping forever
 
 
 def advance_enrollments(run) -> None:
     """`run` is the RunTransitions of this run (connection, T, run id, counts)."""
+    # Pass 1 reads the active enrollments due by T; pass k+1 only those that moved in pass k and are
+    # still due (an enrollment that did not move cannot move later in the same run).
+    run.sql(
+        f"""create or replace temp table _cursor as
+            select {CURSOR_COLUMNS} from {S}.enrollments
+            where status = 'active' and cursor_step_id is not null and cursor_at <= ?""",
+        [run.as_of],
+    )
     for _ in range(MAX_PASSES):
         run.sql(REACHED_SQL.format(S=S, bucket=bucket_sql("e.journey_id", "e.entity_type", "e.entity_id", "e.enrolled_at")),
-                [run.as_of, run.as_of, run.as_of, run.as_of])  # fmt: skip
+                [run.as_of, run.as_of, run.as_of])  # fmt: skip
         if run.sql("select count(*) from _reached").fetchone()[0] == 0:
             break
         run.counts.actions_recorded += record_reached_actions(run.con, "_reached", run.run_id)
@@ -31,6 +40,13 @@ def advance_enrollments(run) -> None:
         )
         run.sql("create or replace temp table _date_passed as select * from _reached where date_passed")
         run.end_enrollments("_date_passed", "unenrolled", "'date_passed'", "unenrolled")
+        run.sql(
+            """create or replace temp table _cursor as
+               select enrollment_id, journey_id, journey_version, entity_type, entity_id, enrolled_at, variant,
+                      to_step_id as cursor_step_id, to_at as cursor_at
+               from _reached where not date_passed and to_step_id is not null and to_at <= ?""",
+            [run.as_of],
+        )
     else:
         raise RuntimeError("the stepper did not converge; a journey program has a cycle")
 
@@ -50,7 +66,7 @@ def advance_enrollments(run) -> None:
     run.counts.completed = run.count_by_journey("_completed")
 
 
-# One pass. Parameters: T (wait_until window), T (wait_until then-time), T (parked test), T (reached by T).
+# One pass over _cursor (active, due by T). Parameters: T (wait_until window), T (wait_until then-time), T (parked test).
 REACHED_SQL = """
 create or replace temp table _reached as
 with due as (
@@ -60,12 +76,11 @@ with due as (
            c.entity_id is not null as holds,
            c.value_at + to_seconds(s.wait_seconds) as date_target,
            {bucket} as bucket
-    from {S}.enrollments as e
+    from _cursor as e
     inner join {S}.journey_steps as s
         on s.journey_id = e.journey_id and s.version = e.journey_version and s.step_id = e.cursor_step_id
     left join main.journey_condition_matches as c
         on c.journey_id = e.journey_id and c.step_id = e.cursor_step_id and c.entity_id = e.entity_id
-    where e.status = 'active' and e.cursor_step_id is not null and e.cursor_at <= ?4
 ),
 routed as (
     select d.*, r.path as split_path, r.first_step_id as split_to,

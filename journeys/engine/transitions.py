@@ -245,6 +245,8 @@ class RunTransitions:
 
     def exit_left_entry(self) -> None:
         """exit.on_leave_entry: an enrollment ends (reason left_entry) once its entity is in none of the entry segments."""
+        if not any(j.exit and j.exit.on_leave_entry for j in self.rules.journeys.values() if j.enabled):
+            return  # the statement scans every enrollment and all of journey_eligible
         self.sql(
             f"""create or replace temp table _left_entry as
                 select e.journey_id, e.entity_type, e.entity_id, e.enrollment_id
@@ -282,16 +284,13 @@ class RunTransitions:
     # ----------------------------------------------------------------------- membership for the next diff
 
     def snapshot_membership(self) -> None:
-        """Store this run's membership as the previous side of the next run's diff (only the changes)."""
+        """Store this run's membership as the previous side of the next run's diff.
+
+        Replacing the table (DDL is transactional in DuckDB) is cheaper than a delete + insert of the
+        changes against a primary-key index of every membership row; the diff is a hash join."""
         self.sql(
-            f"""delete from {S}.membership as p
-                where not exists (select 1 from main.segment_membership as m
-                                  where m.segment_id = p.segment_id and m.entity_id = p.entity_id)"""
-        )
-        self.sql(
-            f"""insert into {S}.membership
-                select m.segment_id, m.entity_type, m.entity_id from main.segment_membership as m
-                on conflict do nothing"""
+            f"""create or replace table {S}.membership as
+                select segment_id, entity_type, entity_id from main.segment_membership"""
         )
         # A segment removed from a journey and added back later is new to it again.
         self.sql(
