@@ -94,10 +94,8 @@ class EmailExecutor:
 
     def apply(self, con: duckdb.DuckDBPyConnection, action: DueAction, ctx: ActionContext) -> None:
         for m in self.messages(action, ctx):
-            con.execute(
-                f"insert into {S}.email_outbox values (?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
-                [m.message_id, action.action_key, action.journey_id, m.recipient, m.subject, m.body, self.list_unsubscribe, ctx.as_of],
-            )
+            ctx.rows.add(f"{S}.email_outbox", (m.message_id, action.action_key, action.journey_id, m.recipient, m.subject,
+                                               m.body, self.list_unsubscribe, ctx.as_of))  # fmt: skip
 
     def deliver(self, action: DueAction, ctx: ActionContext) -> None:
         messages = self.messages(action, ctx)

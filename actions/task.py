@@ -30,12 +30,10 @@ class TaskExecutor:
             members = ctx.directory.team_members(account.get("account_id"), assignee)
             assignee = members[0] if members else f"unassigned:{assignee}"
         due_at = action.due_at + dt.timedelta(seconds=duration_seconds(p["due_in"])) if p.get("due_in") else None
-        con.execute(
-            f"insert into {S}.tasks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
-            [action.action_key, action.journey_id, action.enrollment_id, action.entity_type, action.entity_id,
-             ctx.render(p["title"], variables), assignee,
-             ctx.render(p["notes"], variables) if p.get("notes") else None, due_at, ctx.as_of],
-        )  # fmt: skip
+        title = ctx.render(p["title"], variables)
+        notes = ctx.render(p["notes"], variables) if p.get("notes") else None
+        ctx.rows.add(f"{S}.tasks", (action.action_key, action.journey_id, action.enrollment_id, action.entity_type,
+                                    action.entity_id, title, assignee, notes, due_at, ctx.as_of))  # fmt: skip
 
     def deliver(self, action: DueAction, ctx: ActionContext) -> None:
         raise NotImplementedError("tasks are internal")

@@ -18,7 +18,8 @@ from actions.base import ActionContext, ActionFailed, ActionSkipped
 from journeys.engine import faults
 from journeys.engine.entities import EntityDirectory
 from journeys.engine.gates import SendGates
-from journeys.engine.ledger import DueAction, due_actions, mark_deferred, mark_done, mark_failed, mark_sending, mark_skipped
+from journeys.engine.ledger import (DueAction, due_actions, mark_deferred, mark_done, mark_done_many, mark_failed, mark_sending,
+                                    mark_skipped)  # fmt: skip
 from journeys.engine.transitions import end_enrollment
 from journeys.rules.settings import ProjectSettings
 
@@ -48,6 +49,7 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
     ended: set[str] = set()  # enrollments ended by an aborting action during this run
 
     if internal:
+        done: list[str] = []  # marked done together, in the transaction that writes their effects
         con.execute("begin")
         try:
             for n, action in enumerate(internal):
@@ -55,7 +57,7 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
                     continue
                 try:
                     by_type[action.action_type].apply(con, action, ctx)
-                    mark_done(con, action.action_key, as_of, count_attempt=True)
+                    done.append(action.action_key)
                     counts.done[action.action_type] += 1
                     gates.count(action)
                 except ActionSkipped as e:
@@ -66,6 +68,8 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
                     _record_failure(con, action, failure, as_of, run_id, counts, ended, count_attempt=True)
                 if n == 0:
                     faults.point("mid_internal_actions")
+            ctx.rows.flush(con)
+            mark_done_many(con, done, as_of)
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
