@@ -64,16 +64,32 @@ def compile_(obj: Context) -> None:
 
 @cli.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for a run in progress.")
 @click.pass_obj
-def load(obj: Context, data_dir: str) -> None:
+def load(obj: Context, data_dir: str, wait_seconds: float) -> None:
     """Load DIR/<table>.csv|.parquet into the source tables, replacing them atomically."""
     from journeys.engine.lock import run_lock
     from journeys.loading import load_directory
 
-    with run_lock(obj.settings.db_path, what="journeys load", on_takeover=_note):
+    with run_lock(obj.settings.db_path, wait_seconds=wait_seconds, what="journeys load", on_takeover=_note):
         counts = load_directory(obj.settings.db_path, Path(data_dir), obj.settings.project_dir)
     for table, rows in counts.items():
         click.echo(f"loaded {table}: {rows} rows")
+
+
+@cli.command()
+@click.option("--wait", "wait_seconds", type=float, default=0.0, help="Seconds to wait for a run in progress.")
+@click.pass_obj
+def check(obj: Context, wait_seconds: float) -> None:
+    """Every dbt data test on the source data and journey state, the full-scan ones a run skips included."""
+    from journeys.engine.build import check_data
+    from journeys.engine.dbt import DbtProject
+    from journeys.engine.lock import run_lock
+
+    with run_lock(obj.settings.db_path, wait_seconds=wait_seconds, what="journeys check", on_takeover=_note):
+        nodes = check_data(obj.settings, DbtProject(obj.settings.project_dir, obj.settings.db_path))
+    tests = [n for n in nodes if n.resource_type == "test"]
+    click.echo(f"ok: {len(tests)} data tests passed")
 
 
 @cli.command("run")
@@ -140,6 +156,45 @@ def explain(obj: Context, entity_id: str, journey: str | None, segment: str | No
         click.echo(json.dumps(report, indent=2, default=str))
 
 
+@cli.command()
+@click.option("--against", "against", default=None, metavar="REF",
+              help="A git ref whose sql_rules/ and journeys.yml to compare with (default: the rules of the last run).")
+@click.option("--as-of", "as_of", default=None, help="Logical time T (default: the T of the last committed run, else now).")
+@click.option("--fail-over", "fail_over", default=None, metavar="N%", callback=lambda ctx, param, value: _percent(value),
+              help="Exit 1 when a journey's entering set changes by more than N% (for CI).")
+@click.option("--sample", type=click.IntRange(min=0), default=10, show_default=True, help="Entity ids to show per list.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def diff(obj: Context, against: str | None, as_of: str | None, fail_over: float | None, sample: int, as_json: bool) -> None:
+    """Who the working rules would add to or drop from each segment and journey, compared with other rules."""
+    import json
+
+    from journeys.trust.diff import diff_rules, fail_over_message
+    from journeys.trust.diff_print import print_diff
+
+    report = diff_rules(obj.settings, against=against, as_of=parse_time(as_of), sample=sample)
+    if as_json:
+        click.echo(json.dumps(report.to_json(fail_over), indent=2))
+    else:
+        print_diff(report, click.echo)
+    failure = fail_over_message(report, fail_over) if fail_over is not None else None
+    if failure:
+        raise JourneysError(failure)
+
+
+def _percent(value: str | None) -> float | None:
+    """`20%` or `20` -> 20.0."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip().removesuffix("%"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a percentage, e.g. 20%") from None
+    if not 0 <= number < float("inf"):
+        raise click.BadParameter(f"'{value}' is not a percentage of 0 or more, e.g. 20%")
+    return number
+
+
 @cli.command("report")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the pages (default: report/ beside the database).")
@@ -151,6 +206,44 @@ def report_(obj: Context, out_dir: str | None) -> None:
     out = Path(out_dir).resolve() if out_dir else obj.settings.db_path.parent / "report"
     pages = build_report(obj.settings.db_path, out)
     click.echo(f"wrote {len(pages)} pages to {obj.settings.display(out)}; open {obj.settings.display(pages[0])}")
+
+
+@cli.command("test-path")
+@click.argument("journey")
+@click.argument("entity_id")
+@click.option("--days", type=click.IntRange(min=1, max=90), default=14, show_default=True, help="Days to simulate after T.")
+@click.option("--as-of", "as_of", default=None, help="Day 0 (ISO, UTC); default: the T of the last committed run, else now.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def test_path_(obj: Context, journey: str, entity_id: str, days: int, as_of: str | None, as_json: bool) -> None:
+    """The steps ENTITY_ID would take in JOURNEY, day by day, on a scratch copy (nothing live changes)."""
+    import json
+
+    from journeys.trust.test_path import test_path
+
+    report = test_path(obj.settings, journey, entity_id, days=days, as_of=parse_time(as_of),
+                       echo=(lambda m: None) if as_json else click.echo)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+
+
+@cli.command()
+@click.argument("journey")
+@click.option("--from", "start", required=True, help="First logical time (ISO date or timestamp, UTC).")
+@click.option("--to", "end", required=True, help="Last logical time (ISO date or timestamp, UTC).")
+@click.option("--every", default="1d", show_default=True, help="Step between runs: 30m, 12h, 1d, 1w.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def backtest(obj: Context, journey: str, start: str, end: str, every: str, as_json: bool) -> None:
+    """JOURNEY replayed alone at past logical times on a scratch copy, the sources cut at each T."""
+    import json
+
+    from journeys.trust.backtest import backtest as run_backtest
+
+    report = run_backtest(obj.settings, journey, parse_time(start), parse_time(end), every=every,
+                          echo=(lambda m: None) if as_json else click.echo)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
 
 
 @cli.command()
@@ -184,19 +277,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: {e}", err=True)
         return 1
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:  # usage errors: click's own message and exit code (2)
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
     except Exception as e:  # a bug, or a library failing: one line unless --debug
         if debug:
             raise
         click.echo(f"error: unexpected {type(e).__name__}: {e} (run again with --debug for the traceback)", err=True)
         return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
 
 
 if __name__ == "__main__":

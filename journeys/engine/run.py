@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,10 @@ from journeys.engine.dbt import DbtProject, NodeResult
 from journeys.engine.execute import ExecutionCounts, execute_due_actions
 from journeys.engine.ledger import due_actions
 from journeys.engine.lock import run_lock
+from journeys.engine.rule_snapshot import digest, record_snapshot, rule_files
 from journeys.engine.state import STATE_SCHEMA as S
 from journeys.engine.transitions import RunTransitions, TransitionCounts
 from journeys.errors import StateError
-from journeys.rules.load import RULES_DIR
 
 
 @dataclass
@@ -48,12 +47,8 @@ def run_id_for(as_of: dt.datetime) -> str:
 
 
 def rules_hash(project_dir: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted((Path(project_dir) / RULES_DIR).rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(project_dir).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """The digest of sql_rules/** and journeys.yml: the key of the run's rule snapshot."""
+    return digest(rule_files(project_dir))
 
 
 def default_executors(settings: Settings, rules) -> list:
@@ -86,6 +81,7 @@ def run(
     as_of = as_of or utc_now()
     run_id = run_id_for(as_of)
     with run_lock(settings.db_path, wait_seconds=wait_seconds, what=f"journeys run {run_id}", on_takeover=echo):
+        files = rule_files(settings.project_dir)  # read once: the snapshot is what this run compiled
         compiled = compile_project(settings)  # a rule error stops here, before any SQL
         prepare_warehouse(settings)
         con = connect(settings)
@@ -112,7 +108,7 @@ def run(
 
         con = connect(settings)
         try:
-            report = _transitions(con, compiled.rules, as_of, run_id, dry_run, rules_hash(settings.project_dir), inspect)
+            report = _transitions(con, compiled.rules, as_of, run_id, dry_run, files, inspect)
             faults.point("after_commit")
             report.nodes = nodes
             if not dry_run:
@@ -158,7 +154,7 @@ def _start_run(con: duckdb.DuckDBPyConnection, run_id: str, as_of: dt.datetime) 
     )
 
 
-def _transitions(con, rules, as_of, run_id, dry_run, rules_digest, inspect=None) -> RunReport:
+def _transitions(con, rules, as_of, run_id, dry_run, files, inspect=None) -> RunReport:
     """All state transitions of the run, committed together (or rolled back for a dry run)."""
     con.execute("begin")
     try:
@@ -172,6 +168,7 @@ def _transitions(con, rules, as_of, run_id, dry_run, rules_digest, inspect=None)
                 inspect(con)  # reads the run's temp tables (_enrolled, _goal, ...) before they are rolled back
             con.execute("rollback")
             return report
+        rules_digest = record_snapshot(con, files, as_of)  # in the commit: a committed run always has its rules
         con.execute(f"update {S}.runs set status = 'committed', rules_hash = ? where run_id = ?", [rules_digest, run_id])
         faults.point("before_commit")
         con.execute("commit")

@@ -25,6 +25,14 @@ STATE_DDL = [
         rules_hash varchar,
         error varchar
     )""",
+    # The rule files each rules_hash stands for (sql_rules/** and journeys.yml, path -> text), so
+    # `journeys diff` can compare the working rules with those of the last run. recorded_at: the T of
+    # the first committed run that used them (logical time, so a replayed database is the same).
+    f"""create table if not exists {STATE_SCHEMA}.rule_snapshots (
+        rules_hash varchar primary key,
+        files json not null,
+        recorded_at timestamp not null
+    )""",
     # Journeys as the engine knows them: enabled state and the version of their step program.
     f"""create table if not exists {STATE_SCHEMA}.journeys (
         journey_id varchar primary key,
@@ -59,12 +67,12 @@ STATE_DDL = [
         first_step_id varchar,
         primary key (journey_id, version, step_id, path)
     )""",
-    # Segment membership as of the last committed run: the "previous" side of the entry diff.
+    # Segment membership as of the last committed run: the "previous" side of the entry diff. Replaced
+    # whole by each run (no key: segment_membership is one row per segment and member).
     f"""create table if not exists {STATE_SCHEMA}.membership (
         segment_id varchar not null,
         entity_type varchar not null,
-        entity_id varchar not null,
-        primary key (segment_id, entity_id)
+        entity_id varchar not null
     )""",
     # Entry is a diff per (journey, segment): a segment added to a journey later is new *to that
     # journey*, even when another journey has tracked it for months, so its current members are
@@ -165,7 +173,7 @@ STATE_DDL = [
 ]
 
 STATE_TABLES = ("runs", "journeys", "journey_steps", "journey_split_routes", "membership", "journey_segments", "enrollments", "actions",
-                "transitions", "attributes", "tasks", "deliveries", "email_outbox")  # fmt: skip
+                "transitions", "attributes", "tasks", "deliveries", "email_outbox", "rule_snapshots")  # fmt: skip
 
 
 def ensure_state(con: duckdb.DuckDBPyConnection) -> None:
