@@ -17,6 +17,7 @@ from journeys.config import Settings
 from journeys.engine.build import compile_project
 from journeys.errors import JourneysError
 from orchestration.assets import build_run_assets
+from orchestration.checks import build_checks_job, build_checks_schedule, build_data_checks
 from orchestration.jobs import build_run_job, build_schedule
 from orchestration.lineage import build_lineage
 from orchestration.resources import dbt_project, resolve_paths, resource_from_env
@@ -49,11 +50,14 @@ def build_definitions(
     root, db = resolve_paths(project_dir, db_path)
     lineage = build_lineage(load_manifest(root, db))
     run_assets = build_run_assets(lineage)
-    job = build_run_job(run_assets)
+    checks = build_data_checks(lineage)
+    job = build_run_job(run_assets, checks)
+    checks_job = build_checks_job(checks) if checks else None
     return Definitions(
         assets=[*lineage.sources, run_assets],
-        jobs=[job],
-        schedules=[build_schedule(job)],
+        asset_checks=[checks] if checks else [],
+        jobs=[job, *([checks_job] if checks_job else [])],
+        schedules=[build_schedule(job), *([build_checks_schedule(checks_job)] if checks_job else [])],
         resources={"journeys": resource_from_env(root, db, **resource_overrides)},
     )
 

@@ -13,6 +13,8 @@ import datetime as dt
 import os
 
 from dagster import (
+    AssetChecksDefinition,
+    AssetSelection,
     AssetsDefinition,
     DefaultScheduleStatus,
     JobDefinition,
@@ -34,11 +36,16 @@ DEFAULT_CRON = "0 * * * *"  # hourly
 DEFAULT_MAX_CATCHUP = 24
 
 
-def build_run_job(run_assets: AssetsDefinition) -> JobDefinition:
-    """`journeys_run`: the whole graph, one engine run ("run now" from the UI, or the schedule's target)."""
+def build_run_job(run_assets: AssetsDefinition, data_checks: AssetChecksDefinition | None = None) -> JobDefinition:
+    """`journeys_run`: the whole graph, one engine run ("run now" from the UI, or the schedule's target).
+
+    The daily full-scan checks target the same assets; an asset selection would pull them into every run."""
+    selection = AssetSelection.assets(*run_assets.keys)
+    if data_checks is not None:
+        selection = selection - AssetSelection.checks(data_checks)
     return define_asset_job(
         JOB_NAME,
-        selection=list(run_assets.keys),
+        selection=selection,
         description="One whole journeys run: dbt build, transitions, breaker, due actions. Without run config, "
         "T is the time the run was launched; set ops.run_journeys.config.as_of to run a given T.",
     )

@@ -19,6 +19,7 @@ from dagster_dbt.asset_utils import build_dbt_specs
 TRANSITIONS = AssetKey(["journey_state", "transitions"])
 ACTIONS = AssetKey(["journey_state", "actions"])
 BREAKER_CHECK = "segment_size_breaker"
+FULL_SCAN_TAG = "full_scan"  # dbt tests the tick skips (journeys/engine/build.py FULL_SCAN)
 
 # Which engine step writes each journey_state table the dbt project reads (None: an edge to the next run).
 STATE_TABLE_WRITER: dict[str, AssetKey | None] = {
@@ -55,18 +56,26 @@ class Lineage:
     checks: list[AssetCheckSpec]  # dbt tests, plus the breaker
     model_info: dict[str, ModelInfo]  # by dbt model name
     test_checks: dict[str, AssetCheckSpec]  # by dbt test name (and by unique id)
+    data_checks: list[AssetCheckSpec]  # full-scan dbt tests: the daily journeys_data_checks job, not the run
 
 
-def _remap(key: AssetKey) -> AssetKey | None:
+# State tables the generated models read as of the previous run (the match models evaluate only the
+# active enrollments' entities): an edge to the next run, like run_context, not one within the run.
+PREVIOUS_RUN_READS = {"enrollments"}
+
+
+def _remap(key: AssetKey, group: str) -> AssetKey | None:
     if len(key.path) == 2 and key.path[0] == "journey_state":
+        if group == "generated" and key.path[1] in PREVIOUS_RUN_READS:
+            return None
         return STATE_TABLE_WRITER.get(key.path[1])
     return key
 
 
-def _remapped_deps(spec: AssetSpec) -> list[AssetDep]:
+def _remapped_deps(spec: AssetSpec, group: str) -> list[AssetDep]:
     keys: list[AssetKey] = []
     for dep in spec.deps:
-        key = _remap(dep.asset_key)
+        key = _remap(dep.asset_key, group)
         if key is not None and key not in keys:
             keys.append(key)
     return [AssetDep(k) for k in keys]
@@ -95,7 +104,7 @@ def build_lineage(manifest: dict) -> Lineage:
         node = by_key[spec.key]
         folder = node["fqn"][1] if len(node["fqn"]) > 2 else "generated"
         group = GROUPS.get(folder, "generated")
-        models.append(spec.replace_attributes(deps=_remapped_deps(spec), group_name=group, skippable=True))
+        models.append(spec.replace_attributes(deps=_remapped_deps(spec, group), group_name=group, skippable=True))
         info[node["name"]] = ModelInfo(node["name"], spec.key, f'"{node["schema"]}"."{node["alias"]}"', group)
 
     sources = []
@@ -134,10 +143,12 @@ def build_lineage(manifest: dict) -> Lineage:
                     "(JOURNEYS_BREAKER_MAX_FACTOR x the previous run, JOURNEYS_BREAKER_MAX_SHARE of the entity table, "
                     "at least JOURNEYS_BREAKER_MIN_ENTERING). Acknowledge with journey@run_id (docs/orchestration.md).",
     )  # fmt: skip
-    test_checks = {}
+    test_checks, tick_checks, data_checks = {}, [], []
     for check in dbt_checks:
         test_checks[check.name] = check
         unique_id = check.metadata.get("dagster_dbt/unique_id")
         if unique_id:
             test_checks[unique_id] = check
-    return Lineage(sources, models, engine, [*dbt_checks, breaker], info, test_checks)
+        full_scan = FULL_SCAN_TAG in (nodes.get(unique_id or "", {}).get("tags") or [])
+        (data_checks if full_scan else tick_checks).append(check)
+    return Lineage(sources, models, engine, [*tick_checks, breaker], info, test_checks, data_checks)

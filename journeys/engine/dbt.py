@@ -65,8 +65,8 @@ class DbtProject:
             self._manifest, self._manifest_key = parsed.result, key
         return dbtRunner(manifest=self._manifest)
 
-    def build(self, select: list[str] | None = None, exclude: list[str] | None = None) -> list[NodeResult]:
-        """`dbt build` (models and their tests); raises DbtError naming every failed node."""
+    def build(self, select: list[str] | None = None, exclude: list[str] | None = None, *, check: bool = True) -> list[NodeResult]:
+        """`dbt build` (models and their tests); raises DbtError naming every failed node (with `check`)."""
         args = ["build", *self._args()]
         if select:
             args += ["--select", *select]
@@ -82,6 +82,8 @@ class DbtProject:
             for r in (result.result or [])
         ]  # fmt: skip
         failed = [n for n in nodes if n.status in ("error", "fail", "runtime error")]
+        if not check and nodes:
+            return nodes
         if failed or not result.success:
             details = "; ".join(f"{n.resource_type} {n.name}: {_first_line(n.message)}" for n in failed)
             raise DbtError(f"dbt build failed: {details or result.exception}")

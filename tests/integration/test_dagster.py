@@ -290,6 +290,34 @@ def test_a_failing_staging_test_fails_its_check_and_the_run(tmp_path):
     assert project.query("select count(*) from journey_state.enrollments") == [(0,)]
 
 
+def test_a_duplicate_event_id_passes_the_run_and_fails_the_daily_data_check(tmp_path):
+    """unique(stg_events.event_id) scans every event: the tick skips it, journeys_data_checks runs it."""
+    project = sample_project(tmp_path / "p")
+    con = project.connect()
+    try:
+        con.execute("insert into raw.events select * from raw.events order by event_id limit 1")
+    finally:
+        con.close()
+    defs = build_definitions(project.root, project.settings.db_path)
+    run = run_job(defs, T1)
+    assert run.success
+    assert check_results(run, "unique_stg_events_event_id") == []  # not part of the run
+    assert project.query("select count(*) from journey_state.runs where status = 'committed'") == [(1,)]
+
+    checks = defs.resolve_job_def("journeys_data_checks").execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    [unique] = check_results(checks, "unique_stg_events_event_id")
+    assert not unique.passed and unique.metadata["dbt_status"].value == "fail"
+    [enrollment_keys] = check_results(checks, "unique_journey_enrollments_enrollment_id")
+    assert enrollment_keys.passed
+
+    cli = subprocess.run([JOURNEYS, "--project-dir", str(project.root), "--db", str(project.settings.db_path), "check"],
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert cli.returncode == 1
+    assert "unique_stg_events_event_id" in cli.stderr
+
+
 # ----------------------------------------------------------------------------- circuit breaker
 
 
