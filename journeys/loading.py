@@ -102,6 +102,10 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path, contract: Tab
         header = _csv_header(path)
         if not header:
             return f"{path}: no header row; the first line must name the columns: {expected}"
+        separator = _other_separator(header)
+        if separator:
+            return (f"{path}: a header with one column {_show(header[0])}: the names are separated by "
+                    f"{separator}; expected a comma-separated file with the columns: {expected}")
         # the header is parsed here, not sniffed: DuckDB's sniffer may take leading rows for a preamble
         names = ", ".join(f"'{_quote(name)}': 'varchar'" for name in header)
         source = (f"read_csv('{_quote(path)}', auto_detect = false, header = true, columns = {{{names}}}, "
@@ -166,6 +170,17 @@ def _csv_header(path: Path) -> list[str]:
         name = name.strip() or f"column{n}"
         names.append(name if name.lower() not in {m.lower() for m in names} else f"{name}_{n}")
     return names
+
+
+_SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def _other_separator(header: list[str]) -> str | None:
+    """How the names of a one-column header are separated, when it is a CSV saved with another delimiter
+    (a spreadsheet in a locale whose decimal comma makes it use ';'), else None."""
+    if len(header) != 1:
+        return None
+    return next((words for sep, words in _SEPARATORS.items() if sep in header[0]), None)
 
 
 def _read_error(path: Path, message: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from journeys.errors import RuleProblem
 from journeys.rules.settings import SETTINGS_FILE, ProjectSettings
@@ -137,7 +140,8 @@ def _register(rules, problems, kind, path, file, obj, file_problems, into) -> No
     rules.files[(kind, rule_id)] = file
 
 
-def _read_text(path: Path, rel: str) -> tuple[str | None, list[RuleProblem]]:
+def read_rule_text(path: Path, rel: str) -> tuple[str | None, list[RuleProblem]]:
+    """The text of a rule file or template, or the problem: larger than MAX_RULE_FILE_BYTES, not UTF-8."""
     size = path.stat().st_size
     if size > MAX_RULE_FILE_BYTES:
         return None, [RuleProblem(rel, 1, 0, "", f"file is {size} bytes; expected at most {MAX_RULE_FILE_BYTES}")]
@@ -151,13 +155,15 @@ def _read_text(path: Path, rel: str) -> tuple[str | None, list[RuleProblem]]:
 
 
 def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
-    text, problems = _read_text(path, rel)
+    text, problems = read_rule_text(path, rel)
     if text is None:
         return RuleFile(rel), None, problems
     try:
         doc = _yaml().load(text)
     except MarkedYAMLError as e:
         return RuleFile(rel), None, [_syntax_problem(rel, text, e)]
+    except ReaderError as e:  # a control character: the reader knows its offset, not its line
+        return RuleFile(rel), None, [_reader_problem(rel, text, e)]
     except YAMLError as e:
         return RuleFile(rel), None, [RuleProblem(rel, 1, 0, "", f"YAML syntax: {e}")]
     except RecursionError:
@@ -166,6 +172,9 @@ def _read_yaml_model(path: Path, rel: str, model: type[BaseModel], kind: str):
     file = RuleFile(rel, doc)
     if doc is None:
         return file, None, [RuleProblem(rel, 1, 0, "", f"empty file; expected a {kind} definition")]
+    bomb = _alias_bomb(doc)  # first: every walk below visits each alias's expansion again
+    if bomb is not None:
+        return file, None, [file.problem(bomb, ALIAS_BOMB)]
     bad_text = _find_surrogate(doc, ())
     if bad_text is not None:
         return file, None, [file.problem(bad_text, "text with a lone UTF-16 surrogate escape (\\uD800-\\uDFFF); expected real Unicode characters")]
@@ -192,10 +201,88 @@ def _find_surrogate(node: Any, loc: tuple) -> tuple | None:
     return None
 
 
+class _Constructor(RoundTripConstructor):
+    """Points a scalar the YAML library cannot build (an unquoted 2026-02-30, `!!int abc`) at its place:
+    its ValueError carries no line."""
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, OverflowError) as e:
+            kind = _TAG_WORDS.get(str(node.tag).rsplit(":", 1)[-1], "value")
+            problem = f"'{node.value}' is not a valid {kind} ({e}); expected a real {kind}, or quotes to keep it as text"
+            raise ConstructorError(None, None, problem, node.start_mark) from None
+
+
+_TAG_WORDS = {"timestamp": "date", "int": "whole number", "float": "number"}
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     yaml.allow_duplicate_keys = False
     return yaml
+
+
+def _reader_problem(rel: str, text: str, e: ReaderError) -> RuleProblem:
+    """A character YAML refuses (NUL, other control characters), at its line and column."""
+    line = text.count("\n", 0, e.position) + 1
+    col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+    code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+    return RuleProblem(rel, line, col, "", f"YAML syntax: unacceptable character #x{code:04x}: {e.reason}; "
+                                           "expected printable text (remove the control character)")
+
+
+# Aliases (*name) repeat their anchor's whole value: nested a few times, a few hundred bytes stand for
+# billions of values (the "billion laughs"), and every walk (surrogates, depth, pydantic) would visit
+# them all. A file's own values are bounded by its size; what aliases add is bounded here.
+MAX_ALIASED_VALUES = 10_000
+ALIAS_BOMB = (f"the aliases (*name) here bring the values repeated by aliases past {MAX_ALIASED_VALUES}; "
+              "expected the values written out, or fewer nested aliases")
+
+
+def _children(node: Any, loc: tuple = ()) -> list[tuple[Any, tuple]]:
+    if isinstance(node, dict):
+        return [(value, loc + (key,)) for key, value in node.items()]
+    if isinstance(node, list):
+        return [(value, loc + (i,)) for i, value in enumerate(node)]
+    return []
+
+
+def _expanded_sizes(doc: Any) -> dict[int, float]:
+    """How many values each mapping or list stands for once its aliases are expanded, by id(), counted
+    once per object (iteratively); an alias inside its own anchor counts as infinite."""
+    sizes: dict[int, float] = {}
+    stack = [(doc, False)]
+    while stack:
+        node, counted = stack.pop()
+        if counted:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] if isinstance(c, (dict, list)) else 1 for c, _ in _children(node))
+        elif isinstance(node, (dict, list)) and id(node) not in sizes:
+            sizes[id(node)] = math.inf  # until its children are counted
+            stack.append((node, True))
+            stack.extend((child, False) for child, _ in _children(node))
+    return sizes
+
+
+def _alias_bomb(doc: Any) -> tuple | None:
+    """The path of the mapping or list holding the alias past which aliases have repeated more than
+    MAX_ALIASED_VALUES values, or None. Walks the file as written (each object once, in document
+    order): a repeat is an alias. (The parent, since ruamel places an alias at its anchor.)"""
+    sizes, seen, added = _expanded_sizes(doc), set(), 0.0
+    stack: list[tuple[Any, tuple]] = [(doc, ())]
+    while stack:
+        node, loc = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if id(node) in seen:
+            added += sizes[id(node)]
+            if added > MAX_ALIASED_VALUES:
+                return loc[:-1]
+            continue
+        seen.add(id(node))
+        stack.extend(reversed(_children(node, loc)))
+    return None
 
 
 _CLOSING = {"[": "]", "{": "}", '"': '"', "'": "'"}
@@ -273,6 +360,10 @@ _TYPE_WORDS = {
 }
 
 
+_BOUNDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+           "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}  # pydantic's error type: sign, ctx key
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
@@ -282,6 +373,8 @@ def _describe(value: Any) -> str:
         return "nothing"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a bound of a float field: 0, not 0.0
     return repr(value) if isinstance(value, (int, float)) else f"'{value}'"
 
 
@@ -293,8 +386,10 @@ def _after_item_errors(err: dict) -> bool:
 
 def _translate(file: RuleFile, err: dict) -> RuleProblem:
     """One pydantic error as `path:line:col: field: what is wrong; what is expected`."""
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("<") or p.startswith("function-"))))
+    # drop pydantic's own steps: union tags, validator names, and `[key]` (a dict key's error is at the key)
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith(("<", "function-")) or p == "[key]")))
     kind, ctx = err["type"], err.get("ctx") or {}
+    loc += tuple(ctx.get("at", ()))  # a validator of a list may point at one of its items
     if kind == "unknown_key":
         loc = loc + (ctx["key"],)
         message = err["msg"]
@@ -322,15 +417,16 @@ def _translate(file: RuleFile, err: dict) -> RuleProblem:
         message = f"too long; expected at most {ctx.get('max_length')} characters/items"
     elif kind == "string_too_short":
         message = "must not be empty"
-    elif kind in ("greater_than_equal", "greater_than"):
-        message = f"expected a number >= {ctx.get('ge', ctx.get('gt'))}, got {_describe(err['input'])}"
+    elif kind in _BOUNDS:
+        sign, key = _BOUNDS[kind]
+        message = f"expected a number {sign} {_describe(ctx.get(key))}, got {_describe(err['input'])}"
     else:
         message = err["msg"].removeprefix("Value error, ")
     return file.problem(loc, message)
 
 
 def _read_sql_segment(path: Path, rel: str) -> tuple[SqlSegment | None, list[RuleProblem]]:
-    text, problems = _read_text(path, rel)
+    text, problems = read_rule_text(path, rel)
     if text is None:
         return None, problems
     if not IDENTIFIER.match(path.stem):

@@ -21,6 +21,9 @@ SPAN = re.compile(r"^[+-]?([0-9]{1,6})([mhdw])$")  # either of the above, for ar
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 JSON_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# T + D must stay a date Python and the engine can hold (999999w is 19,000 years): a century is plenty.
+MAX_DURATION_SECONDS = 100 * 365 * 86400
+MAX_DURATION_WORDS = "100 years (36500d, 5214w)"
 
 Scalar = Union[bool, int, float, str]
 
@@ -40,10 +43,19 @@ def duration_seconds(text: str) -> int:
     return sign * int(m.group(1)) * UNIT_SECONDS[m.group(2)]
 
 
+def too_long(text: str) -> bool:
+    """A duration or relative time (already matched) further than MAX_DURATION_SECONDS."""
+    return abs(duration_seconds(text)) > MAX_DURATION_SECONDS
+
+
 def _duration(value: Any) -> str:
     if not isinstance(value, str) or not DURATION.match(value):
         raise PydanticCustomError(
             "duration", "'{value}' is not a duration; expected a number and a unit m, h, d or w, e.g. 30m, 12h, 2d, 1w", {"value": value}
+        )
+    if too_long(value):
+        raise PydanticCustomError(
+            "duration", "'{value}' is too long; expected at most {most}", {"value": value, "most": MAX_DURATION_WORDS}
         )
     return value
 
@@ -346,7 +358,8 @@ class IncreaseAttribute(Strict):
     @classmethod
     def _number(cls, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise PydanticCustomError("number", "expected a number, got {value!r}", {"value": v})
+            # pydantic fills {value} in but knows no format spec like {value!r}: quote it here
+            raise PydanticCustomError("number", "expected a number, got {value}", {"value": repr(v)})
         return v
 
 
@@ -400,6 +413,10 @@ class WaitUntilStep(Strict):
 def _offset(value: Any) -> str:
     if not isinstance(value, str) or not RELATIVE_TIME.match(value):
         raise PydanticCustomError("offset", "'{value}' is not an offset; expected a signed duration like -30d or +2h", {"value": value})
+    if too_long(value):
+        raise PydanticCustomError(
+            "offset", "'{value}' is too long; expected at most {most} either way", {"value": value, "most": MAX_DURATION_WORDS}
+        )
     return value
 
 
@@ -432,15 +449,27 @@ class SplitStep(Strict):
 
     split: tuple[SplitPath, ...] = Field(min_length=2)
 
-    @model_validator(mode="after")
-    def _paths(self) -> "SplitStep":
-        total = sum(p.percent for p in self.split)
+    # field validators, not a model one: the error is then at `split`, not at the whole step
+    @field_validator("split")
+    @classmethod
+    def _percents(cls, paths: tuple[SplitPath, ...]) -> tuple[SplitPath, ...]:
+        total = sum(p.percent for p in paths)
         if abs(total - 100) > 1e-9:
             raise PydanticCustomError("split", "path percents sum to {total}; expected 100", {"total": f"{total:g}"})
-        names = [p.name for p in self.split]
-        if len(set(names)) != len(names):
-            raise PydanticCustomError("split", "path names repeat; expected a distinct name per path", {})
-        return self
+        return paths
+
+    @field_validator("split")
+    @classmethod
+    def _names(cls, paths: tuple[SplitPath, ...]) -> tuple[SplitPath, ...]:
+        names = [p.name for p in paths]
+        for n, name in enumerate(names):
+            if name in names[:n]:  # `at`: load.py puts the error at this path's name
+                raise PydanticCustomError(
+                    "split",
+                    "'{name}' is already the name of split[{first}]; expected a distinct name per path",
+                    {"name": name, "first": names.index(name), "at": (n, "name")},
+                )
+        return paths
 
 
 class Webhook(Strict):

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from journeys.rules.model import DurationText, PropertyPath, Strict
@@ -15,6 +15,7 @@ SETTINGS_FILE = "journeys.yml"
 CHANNELS = ("email", "webhook")
 Channel = Literal["email", "webhook"]
 CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+DOMAIN = re.compile(r"^[A-Za-z0-9.-]+$")
 
 
 def _clock(value: Any) -> str:
@@ -31,9 +32,27 @@ def timezone_problem(name: str) -> str | None:
         return f"unknown timezone '{name}'; expected an IANA name like UTC, Europe/Paris or America/New_York"
 
 
+def _domain(value: str) -> str:
+    if not DOMAIN.match(value):  # pydantic's own message would quote the regex
+        raise PydanticCustomError(
+            "domain", "'{value}' is not a domain; expected letters, digits, dots and dashes, e.g. acme.example",
+            {"value": value},
+        )
+    return value
+
+
+def _url_prefix(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise PydanticCustomError(
+            "allow", "'{value}' is not an http(s) URL prefix; expected a prefix like https://hooks.example.com/",
+            {"value": value},
+        )
+    return value
+
+
 class EmailSettings(Strict):
     from_: str = Field(default="journeys@localhost", alias="from", min_length=3)
-    message_id_domain: str = Field(default="journeys.local", pattern=r"^[A-Za-z0-9.-]+$")
+    message_id_domain: Annotated[str, AfterValidator(_domain)] = "journeys.local"
     list_unsubscribe: str = Field(default="<mailto:unsubscribe@journeys.local>", min_length=3)
 
 
@@ -73,15 +92,9 @@ class SendWindow(Strict):
 
 
 class Webhooks(Strict):
-    allow: tuple[str, ...] = ()  # URL prefixes a webhook may call, e.g. https://hooks.example.com/
-
-    @field_validator("allow")
-    @classmethod
-    def _prefixes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for prefix in v:
-            if not re.match(r"^https?://[^\s/]+", prefix):
-                raise PydanticCustomError("allow", "'{value}' is not an http(s) URL prefix", {"value": prefix})
-        return v
+    # URL prefixes a webhook may call, e.g. https://hooks.example.com/; checked one by one, so an error
+    # names its entry
+    allow: tuple[Annotated[str, AfterValidator(_url_prefix)], ...] = ()
 
     def allows(self, url: str) -> bool:
         return any(url.startswith(prefix) for prefix in self.allow)

@@ -9,8 +9,9 @@ from jinja2 import TemplateSyntaxError, nodes
 
 from journeys.contracts import TableContract, load_contracts
 from journeys.errors import RuleError, RuleProblem
-from journeys.rules.load import RuleFile, RuleSet, load_rules
+from journeys.rules.load import MAX_NESTING, RuleFile, RuleSet, load_rules, read_rule_text
 from journeys.rules.model import (
+    MAX_DURATION_WORDS,
     RELATIVE_TIME,
     AllOf,
     AnyOf,
@@ -30,6 +31,7 @@ from journeys.rules.model import (
     WaitUntilStep,
     WebhookStep,
     duration_seconds,
+    too_long,
 )
 from journeys.rules.sql_text import SqlTextError, check_sql_segment, parse_sql_leaf
 from journeys.rules.templates import template_environment
@@ -63,7 +65,7 @@ def validate_rules(rules: RuleSet, contracts: dict[str, TableContract]) -> list[
         file = rules.files[("segment", seg_id)]
         if isinstance(segment, SqlSegment):
             try:
-                check_sql_segment(segment.sql)
+                check_sql_segment(segment.sql, contracts)
             except SqlTextError as e:
                 problems.append(RuleProblem(file.path, e.line or 1, 0, "sql", str(e)))
             continue
@@ -183,7 +185,10 @@ def _check_email(rules: RuleSet, contracts, file: RuleFile, step: SendEmailStep,
         )
     else:
         rel = template.relative_to(rules.project_dir).as_posix()
-        problems += _check_template_text(contracts, RuleFile(rel), template.read_text(encoding="utf-8"), (), journey, whole_file=True)
+        text, read_problems = read_rule_text(template, rel)  # the size limit and UTF-8, as for rule files
+        problems += read_problems
+        if text is not None:
+            problems += _check_template_text(contracts, RuleFile(rel), text, (), journey, whole_file=True)
     if email.subject:
         problems += _check_template_text(contracts, file, email.subject, loc + ("send_email", "subject"), journey)
     if journey.entity == "account" and not email.to:
@@ -194,29 +199,78 @@ def _check_email(rules: RuleSet, contracts, file: RuleFile, step: SendEmailStep,
 
 
 def _check_template_text(contracts, file: RuleFile, text: str, loc, journey: Journey, whole_file: bool = False) -> list[RuleProblem]:
-    """Templates compile in the sandbox and use only known variables and columns."""
+    """Templates compile in the sandbox and use only known variables, columns, filters and tests."""
+
+    def problem(line: int | None, message: str) -> RuleProblem:
+        return RuleProblem(file.path, line or 1, 0, "", message) if whole_file else file.problem(loc, message)
+
     env = template_environment()
+    deepest, deepest_line = _template_depth(text)
+    if deepest > MAX_NESTING:
+        return [problem(deepest_line, TEMPLATE_TOO_DEEP)]
     try:
         tree = env.parse(text)
     except TemplateSyntaxError as e:
-        if whole_file:
-            return [RuleProblem(file.path, e.lineno or 1, 0, "", f"template syntax: {e.message}")]
-        return [file.problem(loc, f"template syntax: {e.message}")]
+        return [problem(e.lineno, f"template syntax: {e.message}")]
+    except RecursionError:  # Jinja's parser recurses per bracket: it may give up before MAX_NESTING
+        return [problem(deepest_line, TEMPLATE_TOO_DEEP)]
+    problems = [problem(node.lineno, message) for node, message in _unsupported_template_nodes(env, tree)]
     allowed = _template_variables(contracts, journey.entity)
-    problems = []
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     for name in tree.find_all(nodes.Name):
         if name.ctx != "load" or name.name in assigned:
             continue
         if name.name not in allowed:
-            message = f"unknown template variable '{name.name}'; expected one of: {', '.join(sorted(allowed))}"
-            problems.append(RuleProblem(file.path, name.lineno, 0, "", message) if whole_file else file.problem(loc, message))
+            expected = ", ".join(sorted(allowed))
+            problems.append(problem(name.lineno, f"unknown template variable '{name.name}'; expected one of: {expected}"))
     for attr in tree.find_all(nodes.Getattr):
         if isinstance(attr.node, nodes.Name) and attr.node.name in allowed and allowed[attr.node.name] is not None:
             if attr.attr not in allowed[attr.node.name]:
-                message = f"unknown field '{attr.node.name}.{attr.attr}'; expected one of: {', '.join(sorted(allowed[attr.node.name]))}"
-                problems.append(RuleProblem(file.path, attr.lineno, 0, "", message) if whole_file else file.problem(loc, message))
+                fields = ", ".join(sorted(allowed[attr.node.name]))
+                problems.append(problem(attr.lineno, f"unknown field '{attr.node.name}.{attr.attr}'; expected one of: {fields}"))
     return problems
+
+
+TEMPLATE_TOO_DEEP = f"template nested more than {MAX_NESTING} levels deep (blocks and brackets); expected a flatter one"
+# Templates are rendered alone, from a string: there is nothing to include, import or extend.
+_LOADING_NODES = {
+    nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from ... import", nodes.Extends: "extends",
+}  # fmt: skip
+_BLOCK_TAGS = {"if", "for", "macro", "call", "filter", "with", "block", "autoescape", "trans"}
+_BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+
+
+def _template_depth(text: str) -> tuple[int, int]:
+    """The deepest nesting of blocks and brackets, and its line, from Jinja's lexer (which does not recurse)."""
+    depth = deepest = 0
+    deepest_line, after_block_begin = 1, False
+    try:
+        for line, kind, value in template_environment().lex(text):
+            if kind == "whitespace":
+                continue
+            if after_block_begin and kind == "name":  # a tag: {% if %} opens, {% endif %} closes
+                depth += (value in _BLOCK_TAGS) - (value.startswith("end") and value[3:] in _BLOCK_TAGS)
+            elif kind == "operator":
+                depth += _BRACKETS.get(value, 0)
+            after_block_begin = kind == "block_begin"
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+    except TemplateSyntaxError:
+        pass  # parse reports it
+    return deepest, deepest_line
+
+
+def _unsupported_template_nodes(env, tree):
+    """(node, message) for what env.parse accepts but rendering would refuse: unknown filters and tests
+    (resolved only when compiled) and include/import/extends (templates have no loader)."""
+    for node in tree.find_all((nodes.Filter, nodes.Test, *_LOADING_NODES)):
+        if isinstance(node, nodes.Filter) and node.name not in env.filters:
+            yield node, f"unknown filter '{node.name}'; expected one of: {_names(env.filters)}"
+        elif isinstance(node, nodes.Test) and node.name not in env.tests:
+            yield node, f"unknown test '{node.name}'; expected one of: {_names(env.tests)}"
+        elif type(node) in _LOADING_NODES:
+            tag = _LOADING_NODES[type(node)]
+            yield node, f"{{% {tag} %}} is not supported: a template is rendered alone; expected the text written out"
 
 
 def _template_variables(contracts, entity: str) -> dict[str, set[str] | None]:
@@ -303,6 +357,9 @@ def _check_value(file: RuleFile, leaf: PropertyLeaf, loc, kind: str | None) -> l
     for v in values:
         if wants_time and not is_time_value(v):
             return [file.problem(loc + ("value",), f"{v!r} is not a time; expected an ISO date/timestamp or a relative time like -30d or +7d")]
+        if wants_time and RELATIVE_TIME.match(v) and too_long(v):  # far past year 9999: Python dates overflow
+            message = f"{v!r} is too far from T; expected a relative time of at most {MAX_DURATION_WORDS}"
+            return [file.problem(loc + ("value",), message)]
         if wants_number and (isinstance(v, bool) or not isinstance(v, (int, float))):
             return [file.problem(loc + ("value",), f"{v!r} is not a number; expected a number for op '{op}'")]
         if kind == "boolean" and not isinstance(v, bool):
@@ -378,4 +435,5 @@ def _n(word: str) -> str:
 
 
 def _names(mapping: dict) -> str:
-    return ", ".join(sorted(mapping)) or "(none defined)"
+    """The sorted names (not Jinja's operator aliases of tests like `==`), or a word for none."""
+    return ", ".join(sorted(name for name in mapping if name.isidentifier())) or "(none defined)"

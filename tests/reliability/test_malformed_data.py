@@ -42,11 +42,9 @@ REFUSED = [
     ("unterminated_quote", "users.csv", ":3: cannot read the row: "),  # the row whose quote never closes
     # a good accounts.csv beside a bad users.csv: nothing of either is loaded
     ("one_bad_of_two", "users.csv", ":2: column 'created_at': 'not a date' is not a timestamp"),
-    pytest.param("wrong_delimiter", "users.csv", ": a header with one column 'user_id;account_id;", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: a semicolon-separated file is refused with 'no header row; the first line must name "
-        "the columns', which is false (it has a header, with ';' between the names) and does not point at the "
-        "delimiter (journeys/loading.py _stage: when the header is one field containing ';' or a tab, say that "
-        "the file must be comma-separated)")),
+    # a spreadsheet's ';'-separated export: named as such, not as a file without a header
+    ("wrong_delimiter", "users.csv", ": a header with one column 'user_id;account_id;email;first_name;last_name;"
+     "created_at;...': the names are separated by ';'; expected a comma-separated file with the columns: " + USERS),
 ]  # fmt: skip
 
 

@@ -49,16 +49,8 @@ CASES = [
     ("scalar_document", f"{S}scalar_document.yml:1", "expected a mapping with keys: segment, entity"),
     ("comment_only", f"{J}comment_only.yml:1", "empty file; expected a journey definition"),
     ("criteria_null", f"{S}criteria_null.yml:3:1", "criteria: expected a criterion"),
-    pytest.param("nul_byte", f"{S}nul_byte.yml:3", "unacceptable character #x0000",
-                 marks=bug("a NUL byte is reported at line 1 (no column), with a two-line message ending in "
-                           "'in \"<unicode string>\", position 45', instead of its own line 3 "
-                           "(journeys/rules/load.py _read_yaml_model: a ReaderError is not a MarkedYAMLError; "
-                           "use e.position to find line/col)")),
-    pytest.param("date_impossible", f"{S}date_impossible.yml:3", "2026-02-30",
-                 marks=bug("an impossible unquoted YAML date (2026-02-30) raises ValueError from the YAML "
-                           "constructor; `journeys run/validate` exit 2 with 'unexpected ValueError: day is out "
-                           "of range for month' and no file or line (journeys/rules/load.py _read_yaml_model "
-                           "catches only YAMLError/RecursionError)")),
+    ("nul_byte", f"{S}nul_byte.yml:3:15", "YAML syntax: unacceptable character #x0000"),
+    ("date_impossible", f"{S}date_impossible.yml:3:57", "'2026-02-30' is not a valid date (day is out of range for month)"),
     # ---- wrong types
     ("entity_number", f"{S}entity_number.yml:2:1", "entity: 3 is not allowed; expected one of: user, account"),
     ("criteria_text", f"{S}criteria_text.yml:3:1", "criteria: expected a criterion"),
@@ -108,58 +100,37 @@ CASES = [
     ("copy_to_bad_name", f"{J}copy_bad.yml:7:40", "actions[0].copy_attribute.to: 'bad name' is not an attribute name"),
     ("task_assignee_template_var", f"{J}task_notes.yml:10:7", "unknown template variable 'secrets'"),
     ("raw_sql_drop", f"{S}raw_drop.sql:1", "sql: expected exactly one select statement"),
-    pytest.param("raw_ref_unknown_model", f"{S}raw_ref_unknown.sql:3", "stg_nope",
-                 marks=bug("a raw SQL segment's ref() to a model that does not exist passes validation; the run "
-                           "then fails in dbt's parse after writing run bookkeeping (journeys/rules/sql_text.py "
-                           "check_sql_segment: check ref() names against the staging models / entity_attributes)")),
-    pytest.param("raw_source_unknown_table", f"{S}raw_source_unknown.sql:3", "nope",
-                 marks=bug("a raw SQL segment's source('raw', 'nope') passes validation; the run fails in dbt "
-                           "(journeys/rules/sql_text.py: check source() names against SOURCE_TABLES)")),
+    ("raw_ref_unknown_model", f"{S}raw_ref_unknown.sql:3", "sql: ref('stg_nope'): unknown model; expected one of: "
+     "entity_attributes, stg_account_team"),
+    ("raw_source_unknown_table", f"{S}raw_source_unknown.sql:3", "sql: source('raw', 'nope'): unknown source; "
+     "expected source('raw', '<table>') with <table> one of: users, accounts"),
     # ---- templates
     ("template_unclosed_if", f"{T}unclosed_if.html:2", "template syntax: Unexpected end of template"),
     ("template_dunder", f"{T}dunder.html:2", "unknown field 'user.__class__'"),
     ("subject_unclosed_for", f"{J}subject_for.yml:9:7", "actions[0].send_email.subject: template syntax"),
     ("subject_deep_parens", f"{J}subject_parens.yml:9:7", "actions[0].send_email.subject: too long"),
-    pytest.param("template_unknown_filter", f"{T}unknown_filter.html:2", "shout", marks=[
-                 pytest.mark.slow, bug("an unknown Jinja filter passes validation (env.parse does not resolve filters); "
-                           "every send then fails permanently at render time (journeys/rules/validate.py "
-                           "_check_template_text: also env.compile(), or check nodes.Filter names against env.filters)")]),
-    pytest.param("template_unknown_test", f"{T}unknown_test.html:2", "shiny", marks=[
-                 pytest.mark.slow, bug("an unknown Jinja test (`is shiny`) passes validation; fails at render time "
-                           "(journeys/rules/validate.py _check_template_text: check nodes.Test names against env.tests)")]),
-    pytest.param("template_include", f"{T}includes.html:2", "include",
-                 marks=bug("`{% include %}` passes validation although templates have no loader; every send "
-                           "fails at render time (journeys/rules/validate.py: refuse Include/Import/Extends nodes)")),
-    pytest.param("template_latin1", f"{T}latin1_tpl.txt:2", "UTF-8",
-                 marks=bug("a template that is not UTF-8 crashes validation with UnicodeDecodeError (exit 2, no "
-                           "file or line) instead of the message rule files get (journeys/rules/validate.py "
-                           "_check_email reads templates with read_text; use load.py's _read_text)")),
+    pytest.param("template_unknown_filter", f"{T}unknown_filter.html:2", "unknown filter 'shout'; expected one of: abs,",
+                 marks=pytest.mark.slow),
+    pytest.param("template_unknown_test", f"{T}unknown_test.html:2", "unknown test 'shiny'; expected one of: boolean,",
+                 marks=pytest.mark.slow),
+    ("template_include", f"{T}includes.html:2", "{% include %} is not supported: a template is rendered alone"),
+    ("template_latin1", f"{T}latin1_tpl.txt:2:6", "not UTF-8 text (invalid continuation byte 0xea)"),
     # ---- deep nesting
     ("deep_value_lists", f"{S}deep_lists.yml:3:147", "nested more than 100 levels deep"),
     ("deep_all_block", f"{S}deep_all.yml:102:201", "nested more than 100 levels deep"),
     ("deep_if_steps", f"{J}deep_if.yml:105:201", "nested more than 100 levels deep"),
-    pytest.param("sql_deep_parens", f"{S}sql_parens.yml:3", "nested",
-                 marks=bug("4000 nested parentheses in a {sql: ...} leaf crash sqlglot with RecursionError "
-                           "(exit 2, no file or line) (journeys/rules/sql_text.py parse_sql_leaf: catch "
-                           "RecursionError, or refuse expressions nested more than MAX_NESTING before parsing)")),
-    pytest.param("raw_sql_deep_parens", f"{S}raw_parens.sql:3", "nested",
-                 marks=bug("4000 nested parentheses in a raw .sql segment crash sqlglot with RecursionError "
-                           "(journeys/rules/sql_text.py check_sql_segment)")),
-    pytest.param("template_deep_ifs", f"{T}deep_ifs.html:1", "nested",
-                 marks=bug("2000 nested {% if %} in a template crash Jinja's parser with RecursionError (exit 2, "
-                           "no file or line) (journeys/rules/validate.py _check_template_text catches only "
-                           "TemplateSyntaxError)")),
+    ("sql_deep_parens", f"{S}sql_parens.yml:3:12", "criteria.sql: parentheses nested more than 100 levels deep"),
+    ("raw_sql_deep_parens", f"{S}raw_parens.sql:3", "sql: parentheses nested more than 100 levels deep"),
+    ("template_deep_ifs", f"{T}deep_ifs.html:1", "template nested more than 100 levels deep"),
 ]  # fmt: skip
 
 # YAML bombs: run in a subprocess with a time and memory limit, since a failure here hangs or eats memory.
-BOMB = ("alias expansion of a few hundred bytes of YAML is walked node by node: journeys/rules/load.py "
-        "_find_surrogate and _too_deep_in_doc (then pydantic) visit every expanded node, exponential in the "
-        "nesting of anchors (9^7 nodes: ~7-15 s, 9^9: hours); refuse aliases, or count expanded nodes with "
-        "memoization on id() and stop past a limit, before any walk")  # fmt: skip
+# Found by this suite: every walk of a rule file visited each alias's expansion (9^7 values: ~10 s, 9^9:
+# hours); journeys/rules/load.py _alias_bomb now bounds what aliases add, before any walk.
 BOMBS = [
-    pytest.param("bomb_list", f"{S}bomb_list.yml", marks=bug(BOMB)),
-    pytest.param("bomb_mapping", f"{S}bomb_map.yml", marks=[bug(BOMB), pytest.mark.slow]),
-    pytest.param("bomb_steps", f"{J}bomb_steps.yml", marks=[bug(BOMB), pytest.mark.slow]),
+    pytest.param("bomb_list", f"{S}bomb_list.yml"),
+    pytest.param("bomb_mapping", f"{S}bomb_map.yml", marks=pytest.mark.slow),
+    pytest.param("bomb_steps", f"{J}bomb_steps.yml", marks=pytest.mark.slow),
 ]
 BOMB_SECONDS = 3.0  # a validator that looks at the aliases answers in well under a second
 
@@ -272,7 +243,6 @@ def test_a_yaml_bomb_is_refused_quickly_with_bounded_memory(project, checksums, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=f"BUG: {BOMB}")
 def test_the_billion_laughs_is_refused_quickly_with_bounded_memory(project, checksums):
     anchors = "\n".join([f'  - &l0 "lol"'] + [f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)])
     project.write(f"{S}lol.yml", f"segment: lol\nentity: user\ncriteria:\n  property: user.email\n  op: in\n"
@@ -299,8 +269,6 @@ def test_a_raw_sql_segment_over_one_megabyte_is_refused(project, checksums, caps
 
 
 @pytest.mark.slow
-@bug("templates have no size limit (rule files have 1 MB): a 1.2 MB template is read and parsed whole, and "
-     "a 5 MB one takes ~10 s to validate (journeys/rules/validate.py _check_email: apply MAX_RULE_FILE_BYTES)")
 def test_a_template_over_one_megabyte_is_refused(project, checksums, capsys):
     size = len(project.write(f"{T}huge.html", "<p>{{ user.first_name }}</p>\n" * 45_000).read_bytes())
     project.write(f"{J}huge_tpl.yml", "journey: huge_tpl\nentity: user\nentry:\n  segments: [new_users]\n"
@@ -338,8 +306,6 @@ def test_two_thousand_broken_files_are_all_reported(project, checksums, capsys):
     assert table_checksums(project.settings.db_path) == checksums
 
 
-@bug("the message of a non-numeric `by` is the unformatted template 'expected a number, got {value!r}' "
-     "(journeys/rules/model.py IncreaseAttribute: PydanticCustomError formats '{value}', not '{value!r}')")
 def test_a_non_numeric_increase_says_what_it_got(project, capsys):
     lay_over(project, "increase_by_text")
     code, lines = run_in_process(project, capsys)

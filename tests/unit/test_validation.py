@@ -341,6 +341,55 @@ def test_deeply_nested_not_in_block_style_is_refused_at_the_first_level_too_deep
     assert problems_of(project) == [f"sql_rules/segments/deep.yml:103:201: {TOO_DEEP}"]
 
 
+CENTURY = "expected at most 100 years (36500d, 5214w)"
+
+
+def test_durations_offsets_and_relative_times_are_bounded_to_a_century(project):
+    """T + 999999w is year 21,000: past Python's dates (the task executor overflowed). A century is accepted."""
+    entry = "entity: user\nentry: {segments: [new_users]}\nactions:\n"
+    rules = project / "sql_rules"
+    (rules / "journeys" / "long_wait.yml").write_text(
+        f"journey: long_wait\n{entry}  - wait: 36500d\n  - wait: 5214w\n  - wait: 36501d\n"
+        "  - create_task: {title: Call, assignee: csm, due_in: 999999w}\n")
+    (rules / "journeys" / "far_date.yml").write_text(
+        f"journey: far_date\n{entry}  - wait_until_date: {{property: user.created_at, offset: -999999w}}\n")
+    (rules / "segments" / "far_past.yml").write_text(
+        "segment: far_past\nentity: user\ncriteria: {property: user.created_at, op: between, value: [-999999w, +0d]}\n")
+    assert problems_of(project) == [
+        f"{J}far_date.yml:5:50: actions[0].wait_until_date.offset: '-999999w' is too long; {CENTURY} either way",
+        f"{J}long_wait.yml:7:5: actions[2].wait: '36501d' is too long; {CENTURY}",
+        f"{J}long_wait.yml:8:47: actions[3].create_task.due_in: '999999w' is too long; {CENTURY}",
+        f"{S}far_past.yml:3:52: criteria.value: '-999999w' is too far from T; expected a relative time of at most"
+        " 100 years (36500d, 5214w)",
+    ]
+
+
+def test_a_few_aliases_and_a_merge_key_are_fine(project):
+    """Aliases are bounded by what they add (journeys/rules/load.py MAX_ALIASED_VALUES), not refused."""
+    (project / "sql_rules" / "journeys" / "aliased.yml").write_text(
+        "journey: aliased\nentity: user\nentry: {segments: [new_users]}\nactions:\n"
+        "  - if: &known {property: user.email, op: is_set}\n    then: &greet [{send_email: {template: welcome}}]\n"
+        "  - if: {<<: *known, op: is_not_set}\n    then: *greet\n  - if: *known\n    then: *greet\n")
+    rules = load_and_validate(project)
+    assert len(rules.journeys["aliased"].actions) == 3
+
+
+def test_a_raw_segment_may_read_staging_models_entity_attributes_and_raw_sources_only(project):
+    segment = project / "sql_rules" / "segments" / "raw_reads.sql"
+    segment.write_text("-- entity: user\nselect a.entity_id from {{ ref('entity_attributes') }} as a\n"
+                       "join {{ source('raw', 'users') }} as u on u.user_id = a.entity_id\n"
+                       "join {{ ref(\"stg_users\") }} as s on s.user_id = u.user_id\n")
+    load_and_validate(project)
+    for call, problem in [
+        ("{{ source('journey_state', 'attributes') }}", "sql: source('journey_state', 'attributes'): unknown source"),
+        ("{{ ref(name) }}", "sql: ref(name) needs one quoted model name; expected e.g. ref('stg_users')"),
+        ("{{ ref('journey_actions') }}", "sql: ref('journey_actions'): unknown model; expected one of: entity_attributes,"),
+    ]:
+        segment.write_text(f"-- entity: user\nselect user_id as entity_id\nfrom {call}\n")
+        [found] = problems_of(project)
+        assert found.startswith(f"{S}raw_reads.sql:3: {problem}"), found
+
+
 # Bad files of many kinds in one project; a journey also names the broken segment yaml_tab, which must not
 # add an "unknown segment" problem on top of the segment's own syntax error.
 SEVERAL = [
