@@ -8,6 +8,7 @@ dbt model and one for each engine step, a check result per dbt test, and the bre
 # No `from __future__ import annotations` here: Dagster reads the op's parameter annotations as types.
 import datetime as dt
 import time
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 
 from dagster import (
@@ -114,7 +115,7 @@ def build_run_assets(lineage: Lineage) -> AssetsDefinition:
             yield from _failed_build_events(lineage, settings.project_dir, started)
             raise
         snap = read_snapshot(settings, lineage.model_info, report.run_id, journeys.lock_wait_seconds)
-        yield from _run_events(lineage, report, snap, breaker.outcome)
+        yield from _run_events(lineage, report, snap, breaker.outcome, _outcomes_report(context, journeys))
 
     return run_journeys
 
@@ -149,8 +150,23 @@ def _test_result(
     )  # fmt: skip
 
 
+def _outcomes_report(context: AssetExecutionContext, journeys: JourneysResource) -> dict:
+    """`journeys report` after the run, linked from the actions asset; a report that fails never fails the run."""
+    if not journeys.report_dir:
+        return {}
+    from journeys.trust.report import build_report
+
+    settings = journeys.settings()
+    try:
+        index = build_report(settings.db_path, Path(journeys.report_dir))[0]
+    except Exception as e:  # noqa: BLE001 - the run is committed; the report is a view of it
+        context.log.warning(f"the outcomes report was not written: {type(e).__name__}: {e}")
+        return {}
+    return {"report": MetadataValue.url(index.resolve().as_uri()), "report_path": MetadataValue.path(str(index.resolve()))}
+
+
 def _run_events(
-    lineage: Lineage, report: RunReport, snap: Snapshot, outcome: BreakerOutcome | None
+    lineage: Lineage, report: RunReport, snap: Snapshot, outcome: BreakerOutcome | None, report_links: dict | None = None
 ) -> Iterator:
     models = [n for n in report.nodes if n.resource_type == "model" and n.name in lineage.model_info]
     tests: dict = {}
@@ -193,6 +209,7 @@ def _run_events(
             "held_journeys": MetadataValue.json(sorted(held)),
             "ledger": MetadataValue.md(ledger_markdown(snap)),
             "outcomes": MetadataValue.md(outcomes_markdown(snap)),
+            **(report_links or {}),
             ROW_COUNT: snap.state_rows.get("actions", 0),
             **(
                 {"errors": MetadataValue.md("\n".join(f"- {e}" for e in executed.errors[:20]))}

@@ -10,6 +10,7 @@ Every field defaults from the environment when the definitions load (no journeys
 | JOURNEYS_LOCK_WAIT | 600 seconds a run waits for another writer (a CLI run, a load) |
 | JOURNEYS_BREAKER_MAX_FACTOR / _MAX_SHARE / _MIN_ENTERING | 10 / 0.25 / 50 |
 | JOURNEYS_BREAKER_ACK | acknowledged trips, `journey@run_id`, comma separated |
+| JOURNEYS_REPORT_DIR | <db folder>/report: each run writes `journeys report` there ("none": no report) |
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class JourneysResource(ConfigurableResource):
     )
     breaker_min_entering: int = Field(default=50, description="Fewer entering than this never trips.")
     breaker_ack: str = Field(default="", description="Acknowledged trips: journey@run_id, comma separated.")
+    report_dir: str = Field(default="", description="Where each run writes `journeys report` (linked from the "
+                            "actions asset); empty: no report.")
 
     def settings(self) -> Settings:
         return Settings(Path(self.project_dir), Path(self.db_path), self.smtp_url or None)
@@ -104,6 +107,14 @@ def resource_from_env(
         "breaker_max_share": _env_number("JOURNEYS_BREAKER_MAX_SHARE", 0.25),
         "breaker_min_entering": _env_number("JOURNEYS_BREAKER_MIN_ENTERING", 50, int),
         "breaker_ack": os.environ.get("JOURNEYS_BREAKER_ACK", ""),
+        "report_dir": _report_dir(db),
     }
     values.update(overrides)
     return JourneysResource(**values)
+
+
+def _report_dir(db: Path) -> str:
+    value = os.environ.get("JOURNEYS_REPORT_DIR")
+    if value is None:
+        return str(db.parent / "report")
+    return "" if value.strip().lower() in ("", "none") else str(Path(value).resolve())

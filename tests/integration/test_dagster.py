@@ -193,6 +193,9 @@ def test_dagster_runs_leave_the_same_state_as_the_cli(tmp_path, dagster_runs):
     assert "dashboards_intro" in assets["journey_state/transitions"]["entering"]
     assert "| journey |" in assets["journey_state/transitions"]["transitions"]
     assert "journey_id" in assets["journey_state/actions"]["outcomes"]
+    report = Path(assets["journey_state/actions"]["report_path"])  # the outcomes report, linked from the asset
+    assert report.name == "index.html" and "dashboards_intro" in report.read_text()
+    assert assets["journey_state/actions"]["report"] == report.as_uri()
     assert all(r.passed for r in check_results(dagster_runs.first, "unique_stg_users_user_id"))
 
 
