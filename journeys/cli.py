@@ -108,7 +108,11 @@ def run_(obj: Context, as_of: str | None, dry_run: bool, wait_seconds: float, ac
     from journeys.report import print_run_report
 
     breaker = Breaker(Bounds.from_env(), parse_acks(os.environ.get("JOURNEYS_BREAKER_ACK")) + parse_acks(list(acks)), "cli")
-    report = run(obj.settings, as_of=parse_time(as_of), dry_run=dry_run, wait_seconds=wait_seconds, echo=_note, hold=breaker.hold)
+    from journeys.progress import progress
+
+    with progress(None, "journeys run") as advance:  # a spinner naming the phase, on a terminal only
+        report = run(obj.settings, as_of=parse_time(as_of), dry_run=dry_run, wait_seconds=wait_seconds, echo=_note,
+                     hold=breaker.hold, phase=lambda name: advance(0, description=name))  # fmt: skip
     print_run_report(report, click.echo)
     for trip in (breaker.outcome.held if breaker.outcome else []):
         click.echo(f"  circuit breaker holds {trip.journey_id}'s actions: release with --ack {trip.ack}", err=True)

@@ -12,6 +12,7 @@ from journeys.engine.build import connect, prepare_warehouse
 from journeys.engine.dbt import DbtProject
 from journeys.engine.lock import run_lock
 from journeys.engine.run import run
+from journeys.progress import progress
 from journeys.report import print_run_report
 from journeys.sample.generate import generate_sample_data
 
@@ -35,22 +36,28 @@ def run_demo(settings: Settings, *, users: int, days: int = DEMO_DAYS, echo: Cal
     started = time.monotonic()
     dbt = DbtProject(settings.project_dir, settings.db_path)
     times = [ORIGIN.replace(hour=h) + dt.timedelta(days=d) for d in range(days) for h in RUN_HOURS]
-    for n, as_of in enumerate(times, start=1):
-        with run_lock(settings.db_path, what="journeys demo (loading the day's data)"):
-            prepare_warehouse(settings)
-            con = connect(settings)
-            try:
-                counts = generate_sample_data(con, users=users, origin=ORIGIN, as_of=as_of)
-            finally:
-                con.close()
-        echo(f"\n[run {n}/{len(times)}] {as_of:%a %Y-%m-%d %H:%M} UTC - world: {counts['users']} users, "
-             f"{counts['accounts']} accounts, {counts['events']} events")  # fmt: skip
-        report = run(settings, as_of=as_of, dbt=dbt)
-        print_run_report(report, echo)
+    with progress(len(times), "demo") as advance:
+        for n, as_of in enumerate(times, start=1):
+            _demo_run(settings, dbt, users, as_of, f"run {n}/{len(times)}", echo)
+            advance(1, description=f"demo: {n}/{len(times)} runs")
     _print_outcomes(settings, echo)
     echo(f"\ndemo database: {settings.display(settings.db_path)} ({time.monotonic() - started:.0f}s). "
          "Query journey_outcomes, journey_enrollments, journey_actions, journey_transitions, "
          "journey_tasks, email_outbox with any SQL client.")  # fmt: skip
+
+
+def _demo_run(settings: Settings, dbt: DbtProject, users: int, as_of: dt.datetime, label: str, echo: Callable[[str], None]) -> None:
+    """Load the world's snapshot at `as_of`, then one whole run."""
+    with run_lock(settings.db_path, what="journeys demo (loading the day's data)"):
+        prepare_warehouse(settings)
+        con = connect(settings)
+        try:
+            counts = generate_sample_data(con, users=users, origin=ORIGIN, as_of=as_of)
+        finally:
+            con.close()
+    echo(f"\n[{label}] {as_of:%a %Y-%m-%d %H:%M} UTC - world: {counts['users']} users, "
+         f"{counts['accounts']} accounts, {counts['events']} events")  # fmt: skip
+    print_run_report(run(settings, as_of=as_of, dbt=dbt), echo)
 
 
 def _print_outcomes(settings: Settings, echo: Callable[[str], None]) -> None:

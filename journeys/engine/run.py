@@ -72,16 +72,19 @@ def run(
     echo: Callable[[str], None] = lambda message: None,
     inspect: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     hold: Callable[[duckdb.DuckDBPyConnection, RunReport], set[str]] | None = None,
+    phase: Callable[[str], None] = lambda name: None,
 ) -> RunReport:
     """Run the journeys at `as_of` (default: now, UTC). A dry run reports and changes no journey state.
 
     `hold`, called after the transitions are committed, names journeys whose due actions must wait
-    (e.g. a circuit breaker): they stay pending and run on a later run once released.
+    (e.g. a circuit breaker): they stay pending and run on a later run once released. `phase` is told
+    the name of each phase as it starts (a progress display).
     """
     as_of = as_of or utc_now()
     run_id = run_id_for(as_of)
     with run_lock(settings.db_path, wait_seconds=wait_seconds, what=f"journeys run {run_id}", on_takeover=echo):
         files = rule_files(settings.project_dir)  # read once: the snapshot is what this run compiled
+        phase("compiling rules")
         compiled = compile_project(settings)  # a rule error stops here, before any SQL
         prepare_warehouse(settings)
         con = connect(settings)
@@ -93,6 +96,7 @@ def run(
             con.close()
 
         echo(f"building models at {as_of:%Y-%m-%d %H:%M:%S}")
+        phase("dbt build")
         faults.point("before_dbt_build")
         try:
             nodes = build_models(settings, dbt or DbtProject(settings.project_dir, settings.db_path), as_of)
@@ -108,12 +112,14 @@ def run(
 
         con = connect(settings)
         try:
+            phase("transitions")
             report = _transitions(con, compiled.rules, as_of, run_id, dry_run, files, inspect)
             faults.point("after_commit")
             report.nodes = nodes
             if not dry_run:
                 names = {jid: j.title for jid, j in compiled.rules.journeys.items()}
                 report.held = sorted(hold(con, report)) if hold is not None else []
+                phase("actions")
                 report.executed = execute_due_actions(
                     con, as_of, executors or default_executors(settings, compiled.rules), names, held_journeys=set(report.held),
                     settings=compiled.rules.settings, run_id=run_id,
