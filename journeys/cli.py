@@ -223,10 +223,10 @@ def test_path_(obj: Context, journey: str, entity_id: str, days: int, as_of: str
     """The steps ENTITY_ID would take in JOURNEY, day by day, on a scratch copy (nothing live changes)."""
     import json
 
-    from journeys.trust.test_path import test_path
+    from journeys.trust.test_path import simulate_path
 
-    report = test_path(obj.settings, journey, entity_id, days=days, as_of=parse_time(as_of),
-                       echo=(lambda m: None) if as_json else click.echo)  # fmt: skip
+    report = simulate_path(obj.settings, journey, entity_id, days=days, as_of=parse_time(as_of),
+                           echo=(lambda m: None) if as_json else click.echo)  # fmt: skip
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
 
