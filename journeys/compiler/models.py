@@ -252,15 +252,21 @@ class ModelBuilder:
 
     # ----------------------------------------------------------------------- membership and matches
 
-    def _entity_select(self, entity: str, condition: exp.Expression, *extra: exp.Expression) -> exp.Select:
-        """`select <key> as entity_id` over the entity's feature rows (a user row sees its account as `a`)."""
+    def _entity_select(self, entity: str, condition: exp.Expression, *extra: exp.Expression, candidates_of: str | None = None) -> exp.Select:
+        """`select <key> as entity_id` over the entity's feature rows (a user row sees its account as `a`).
+
+        `candidates_of`: only that journey's candidates, joined first so the account join and the
+        criteria see those rows only, not every entity."""
         alias, key = ENTITY_KEY[entity]
+        table = "user_features" if entity == "user" else "account_features"
+        select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id"), *extra).from_(exp.alias_(exp.to_table(table), alias))
+        if candidates_of is not None:
+            on = exp.and_(exp.EQ(this=exp.column("entity_id", table="c"), expression=exp.column(key, table=alias)),
+                          exp.EQ(this=exp.column("journey_id", table="c"), expression=literal(candidates_of)))  # fmt: skip
+            select = select.join(exp.alias_(exp.to_table("candidates"), "c"), on=on, join_type="inner")
         if entity == "user":
-            select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id"), *extra).from_(exp.alias_(exp.to_table("user_features"), "u"))
             on = exp.EQ(this=exp.column("account_id", table="a"), expression=exp.column("account_id", table="u"))
             select = select.join(exp.alias_(exp.to_table("account_features"), "a"), on=on, join_type="left")
-        else:
-            select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id"), *extra).from_(exp.alias_(exp.to_table("account_features"), "a"))
         return _cross_join_run_context(select).where(condition)
 
     def segment_membership(self) -> Model:
@@ -345,13 +351,13 @@ class ModelBuilder:
         unions = []
         for cte, journey_id, entity, tree, extra in parts:
             ctx = self.context(entity, members)
-            candidate = _is_candidate(entity, journey_id)
             if isinstance(tree, DateValue):
                 column, kind = property_column(tree.leaf, ctx)
                 value = as_timestamp(column, text=kind != "time")
-                select = self._entity_select(entity, exp.and_(candidate, exp.not_(exp.Is(this=value.copy(), expression=exp.null()))), exp.alias_(value, value_column))
+                select = self._entity_select(entity, exp.not_(exp.Is(this=value.copy(), expression=exp.null())), exp.alias_(value, value_column),
+                                             candidates_of=journey_id)  # fmt: skip
             else:
-                select = self._entity_select(entity, exp.and_(candidate, exp.Paren(this=compile_criteria(tree, ctx))))
+                select = self._entity_select(entity, compile_criteria(tree, ctx), candidates_of=journey_id)
             model.ctes.append((cte, render(select), self.rules.files[("journey", journey_id)].path))
             columns = [f"{render(literal(journey_id))} as journey_id", f"'{entity}' as entity_type", "entity_id"]
             columns[1:1] = [f"{render(literal(v))} as {k}" for k, v in extra.items()]
@@ -393,12 +399,6 @@ class ModelBuilder:
             parts,
             value_column="value_at",
         )
-
-
-def _is_candidate(entity: str, journey_id: str) -> exp.Expression:
-    alias, key = ENTITY_KEY[entity]
-    journey = exp.select("entity_id").from_("candidates").where(exp.EQ(this=exp.column("journey_id"), expression=literal(journey_id)))
-    return exp.column(key, table=alias).isin(query=journey)
 
 
 def _playbook_condition(name: str, op: str) -> exp.Expression:
