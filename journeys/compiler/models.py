@@ -22,11 +22,6 @@ from journeys.rules.walk import walk_steps
 
 RUN_CONTEXT = "{{ source('journey_state', 'run_context') }}"
 ENROLLMENTS = "{{ source('journey_state', 'enrollments') }}"
-# Who a goal, exit or step condition can matter to at this run: entry candidates (a blacklist suppresses,
-# a goal can be met in the run that enrolls) and active enrollments (state as of the last committed run).
-CANDIDATES_SQL = """select journey_id, entity_id from journey_eligible
-union
-select journey_id, entity_id from enrollments where status = 'active'"""
 MATCH_COLUMNS = {"journey_id": "The journey.", "entity_type": "user or account.", "entity_id": "The matching entity."}
 
 
@@ -43,6 +38,7 @@ class Model:
     columns: dict[str, str]  # documented output columns → description
     imports: list[tuple[str, str]] = field(default_factory=list)
     ctes: list[tuple[str, str, str | None]] = field(default_factory=list)  # (name, sql, rule file it came from)
+    materialized: str | None = None  # None: the folder's default (a table)
 
 
 def members_from_segment_membership(seg_id: str) -> exp.Select:
@@ -102,6 +98,7 @@ class ModelBuilder:
             self.account_features(),
             self.segment_membership(),
             self.journey_eligible(),
+            self.journey_candidates(),
             self.journey_matches("journey_goal_matches", "goal", "Entities matching each journey's goal at T."),
             self.journey_matches("journey_exit_matches", "blacklist", "Entities matching each journey's exit blacklist at T."),
             self.journey_condition_matches(),
@@ -307,23 +304,54 @@ class ModelBuilder:
             visit(seg_id)
         return order
 
+    def _journey_entry_segments(self, model: Model) -> bool:
+        """A `journey_entry_segments` CTE (journey_id, segment_id); False when no journey has an entry segment."""
+        pairs = [(jid, seg) for jid in sorted(self.rules.journeys) for seg in self.rules.journeys[jid].entry.segments]
+        if not pairs:
+            return False
+        rows = ",\n    ".join(f"({render(literal(j))}, {render(literal(s))})" for j, s in pairs)
+        model.ctes.append(("journey_entry_segments", f"select * from (\n    values\n    {rows}\n) as entry_segments (journey_id, segment_id)", None))
+        return True
+
     def journey_eligible(self) -> Model:
+        # A view: a run reads it only for exit.on_leave_entry, `journeys preview` and `diff` on demand.
         model = Model(
             "journey_eligible",
             "Entities in at least one entry segment of each journey at T (entry candidates).",
             dict(MATCH_COLUMNS),
             [("segment_membership", ref("segment_membership"))],
+            materialized="view",
         )
-        pairs = [(jid, seg) for jid in sorted(self.rules.journeys) for seg in self.rules.journeys[jid].entry.segments]
-        if not pairs:
+        if not self._journey_entry_segments(model):
             model.ctes.append(("final", _empty(list(model.columns)), None))
             return model
-        rows = ",\n    ".join(f"({render(literal(j))}, {render(literal(s))})" for j, s in pairs)
-        model.ctes.append(("journey_entry_segments", f"select * from (\n    values\n    {rows}\n) as entry_segments (journey_id, segment_id)", None))
         model.ctes.append((
             "final",
             "select distinct\n    jes.journey_id,\n    sm.entity_type,\n    sm.entity_id\nfrom journey_entry_segments as jes\n"
             "inner join segment_membership as sm\n    on sm.segment_id = jes.segment_id",
+            None,
+        ))
+        return model
+
+    def journey_candidates(self) -> Model:
+        model = Model(
+            "journey_candidates",
+            "Who a journey's goal, exit and step conditions can matter to at T: its entry candidates (a blacklist "
+            "suppresses an entry, a goal can be met in the run that enrolls) and its active enrollments as of the "
+            "previous run. Sorted by journey, so each journey's match reads only its own rows.",
+            dict(MATCH_COLUMNS),
+            [("segment_membership", ref("segment_membership")), ("enrollments", ENROLLMENTS)],
+        )
+        if not self._journey_entry_segments(model):
+            model.ctes.append(("final", _empty(list(model.columns)), None))
+            return model
+        model.ctes.append((
+            "final",
+            "select distinct journey_id, entity_type, entity_id\nfrom (\n"
+            "    select jes.journey_id, sm.entity_type, sm.entity_id\n    from journey_entry_segments as jes\n"
+            "    inner join segment_membership as sm on sm.segment_id = jes.segment_id\n    union all\n"
+            "    select journey_id, entity_type, entity_id\n    from enrollments\n    where status = 'active'\n"
+            ") as candidates\norder by journey_id",
             None,
         ))
         return model
@@ -342,11 +370,9 @@ class ModelBuilder:
             description + " Evaluated only for the journey's candidates: its entry candidates and active enrollments, the only ones a run reads.",
             columns_doc,
             [("user_features", ref("user_features")), ("account_features", ref("account_features")),
-             ("segment_membership", ref("segment_membership")), ("journey_eligible", ref("journey_eligible")),
-             ("enrollments", ENROLLMENTS), ("run_context", RUN_CONTEXT)],
+             ("segment_membership", ref("segment_membership")), ("candidates", ref("journey_candidates")),
+             ("run_context", RUN_CONTEXT)],
         )  # fmt: skip
-        if parts:
-            model.ctes.append(("candidates", CANDIDATES_SQL, None))
         members = members_from_segment_membership
         unions = []
         for cte, journey_id, entity, tree, extra in parts:

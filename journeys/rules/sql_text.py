@@ -27,7 +27,7 @@ _REFUSED_FUNCTIONS += tuple(
     if hasattr(exp, name)
 )
 GENERATED_MODELS = frozenset({
-    "event_features", "user_features", "account_features", "segment_membership", "journey_eligible",
+    "event_features", "user_features", "account_features", "segment_membership", "journey_eligible", "journey_candidates",
     "journey_goal_matches", "journey_exit_matches", "journey_condition_matches",
 })  # fmt: skip
 # Models a raw segment may ref() besides the staging models: they do not depend on the segments.

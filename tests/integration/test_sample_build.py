@@ -45,7 +45,7 @@ def test_sample_rules_build_on_loaded_sample_data(tmp_path):
 def test_compile_cli_is_deterministic(tmp_path):
     root = copy_project(tmp_path / "project")
     first = journeys(root, "compile")
-    assert first.returncode == 0 and "(16 files changed)" in first.stdout, first.stdout + first.stderr
+    assert first.returncode == 0 and "(18 files changed)" in first.stdout, first.stdout + first.stderr
     snapshot = {p.name: p.read_bytes() for p in (root / "dbt_project/models/generated").iterdir()}
     second = journeys(root, "compile")
     assert "(0 files changed)" in second.stdout

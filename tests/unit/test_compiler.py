@@ -15,7 +15,7 @@ from tests.conftest import REPO, copy_project
 
 GENERATED = {
     "event_features", "user_features", "account_features", "segment_membership",
-    "journey_eligible", "journey_goal_matches", "journey_exit_matches", "journey_condition_matches",
+    "journey_eligible", "journey_candidates", "journey_goal_matches", "journey_exit_matches", "journey_condition_matches",
 }  # fmt: skip
 
 
