@@ -249,18 +249,11 @@ class ModelBuilder:
 
     # ----------------------------------------------------------------------- membership and matches
 
-    def _entity_select(self, entity: str, condition: exp.Expression, *extra: exp.Expression, candidates_of: str | None = None) -> exp.Select:
-        """`select <key> as entity_id` over the entity's feature rows (a user row sees its account as `a`).
-
-        `candidates_of`: only that journey's candidates, joined first so the account join and the
-        criteria see those rows only, not every entity."""
+    def _entity_select(self, entity: str, condition: exp.Expression) -> exp.Select:
+        """`select <key> as entity_id` over the entity's feature rows (a user row sees its account as `a`)."""
         alias, key = ENTITY_KEY[entity]
         table = "user_features" if entity == "user" else "account_features"
-        select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id"), *extra).from_(exp.alias_(exp.to_table(table), alias))
-        if candidates_of is not None:
-            on = exp.and_(exp.EQ(this=exp.column("entity_id", table="c"), expression=exp.column(key, table=alias)),
-                          exp.EQ(this=exp.column("journey_id", table="c"), expression=literal(candidates_of)))  # fmt: skip
-            select = select.join(exp.alias_(exp.to_table("candidates"), "c"), on=on, join_type="inner")
+        select = exp.select(exp.alias_(exp.column(key, table=alias), "entity_id")).from_(exp.alias_(exp.to_table(table), alias))
         if entity == "user":
             on = exp.EQ(this=exp.column("account_id", table="a"), expression=exp.column("account_id", table="u"))
             select = select.join(exp.alias_(exp.to_table("account_features"), "a"), on=on, join_type="left")
@@ -338,7 +331,7 @@ class ModelBuilder:
             "journey_candidates",
             "Who a journey's goal, exit and step conditions can matter to at T: its entry candidates (a blacklist "
             "suppresses an entry, a goal can be met in the run that enrolls) and its active enrollments as of the "
-            "previous run. Sorted by journey, so each journey's match reads only its own rows.",
+            "previous run.",
             dict(MATCH_COLUMNS),
             [("segment_membership", ref("segment_membership")), ("enrollments", ENROLLMENTS)],
         )
@@ -351,14 +344,14 @@ class ModelBuilder:
             "    select jes.journey_id, sm.entity_type, sm.entity_id\n    from journey_entry_segments as jes\n"
             "    inner join segment_membership as sm on sm.segment_id = jes.segment_id\n    union all\n"
             "    select journey_id, entity_type, entity_id\n    from enrollments\n    where status = 'active'\n"
-            ") as candidates\norder by journey_id",
+            ") as candidates",
             None,
         ))
         return model
 
-    def _match_model(self, name: str, description: str, extra_columns: dict[str, str], parts: list[tuple[str, str, str, object, dict]],
+    def _match_model(self, name: str, description: str, extra_columns: dict[str, str], parts: list[tuple[str, str, object, dict]],
                      value_column: str | None = None) -> Model:  # fmt: skip
-        """parts: (cte name, journey id, entity, criteria or a date property, extra literal columns).
+        """parts: (journey id, entity, criteria or a date property, extra literal columns).
 
         With `value_column`, a DateValue part selects every entity whose property is set, with its
         value as a timestamp in that column (criteria parts leave it null)."""
@@ -373,26 +366,55 @@ class ModelBuilder:
              ("segment_membership", ref("segment_membership")), ("candidates", ref("journey_candidates")),
              ("run_context", RUN_CONTEXT)],
         )  # fmt: skip
-        members = members_from_segment_membership
-        unions = []
-        for cte, journey_id, entity, tree, extra in parts:
-            ctx = self.context(entity, members)
+        by_entity: dict[str, list] = {}
+        for part in parts:
+            by_entity.setdefault(part[1], []).append(part)
+        for entity, entity_parts in by_entity.items():
+            model.ctes.extend(self._entity_matches(entity, entity_parts, bool(extra_columns), value_column))
+        columns = ["journey_id", *extra_columns, "entity_type", "entity_id", *([value_column] if value_column else [])]
+        unions = [f"select {', '.join(columns)} from {entity}_matches" for entity in by_entity]
+        model.ctes.append(("final", "\nunion all\n".join(unions) or _empty(columns, {value_column: "timestamp"} if value_column else None), None))
+        return model
+
+    def _entity_matches(self, entity: str, parts: list, per_step: bool, value_column: str | None) -> list[tuple[str, str, None]]:
+        """One pass over the candidates of every journey of this entity type: each row is tested with its own
+        journey's (or step's) criteria in a `case`, one branch per rule. A CTE per rule would join the feature
+        tables once per rule (10x slower with 100 journeys, bench/RESULTS.md)."""
+        ctx = self.context(entity, members_from_segment_membership)
+        alias, key = ENTITY_KEY[entity]
+        ctes, branches, values = [], [], []
+        for journey_id, _, tree, extra in parts:
+            match_key = f"{journey_id}:{extra['step_id']}" if per_step else journey_id
+            where = f"-- from {self.rules.files[('journey', journey_id)].path}" + (f" step {extra['step_id']}" if per_step else "")
             if isinstance(tree, DateValue):
                 column, kind = property_column(tree.leaf, ctx)
                 value = as_timestamp(column, text=kind != "time")
-                select = self._entity_select(entity, exp.not_(exp.Is(this=value.copy(), expression=exp.null())), exp.alias_(value, value_column),
-                                             candidates_of=journey_id)  # fmt: skip
+                values.append((match_key, render(value)))
+                condition = render(exp.not_(exp.Is(this=value.copy(), expression=exp.null())))
             else:
-                select = self._entity_select(entity, compile_criteria(tree, ctx), candidates_of=journey_id)
-            model.ctes.append((cte, render(select), self.rules.files[("journey", journey_id)].path))
-            columns = [f"{render(literal(journey_id))} as journey_id", f"'{entity}' as entity_type", "entity_id"]
-            columns[1:1] = [f"{render(literal(v))} as {k}" for k, v in extra.items()]
-            if value_column:
-                columns.append(value_column if isinstance(tree, DateValue) else f"cast(null as timestamp) as {value_column}")
-            unions.append(f"select {', '.join(columns)} from {cte}")
-        columns = ["journey_id", *extra_columns, "entity_type", "entity_id", *([value_column] if value_column else [])]
-        model.ctes.append(("final", "\nunion all\n".join(unions) or _empty(columns, {value_column: "timestamp"} if value_column else None), None))
-        return model
+                condition = render(compile_criteria(tree, ctx))
+            branches.append(f"{where}\nwhen {render(literal(match_key))} then (\n{_indent(condition)}\n)")
+        joins = ["from candidates as c"]
+        if per_step:
+            steps = [(j, e["step_id"]) for j, _, _, e in parts]
+            rows = ",\n    ".join(f"({render(literal(j))}, {render(literal(step))}, {render(literal(j + ':' + step))})" for j, step in steps)
+            ctes.append((f"{entity}_match_steps", f"select * from (\n    values\n    {rows}\n) as match_steps (journey_id, step_id, match_key)", None))
+            joins.append(f"inner join {entity}_match_steps as s on s.journey_id = c.journey_id")
+        table = "user_features" if entity == "user" else "account_features"
+        joins.append(f"inner join {table} as {alias} on {alias}.{key} = c.entity_id")
+        if entity == "user":
+            joins.append("left join account_features as a on a.account_id = u.account_id")
+        joins.append("cross join run_context as rc")
+        match_key_sql = "s.match_key" if per_step else "c.journey_id"
+        columns = ["c.journey_id", *(["s.step_id"] if per_step else []), f"'{entity}' as entity_type", f"{alias}.{key} as entity_id"]
+        if value_column:
+            whens = "\n".join(f"    when {render(literal(k))} then {v}" for k, v in values)
+            columns.append(f"case {match_key_sql}\n{whens}\nend as {value_column}" if values else f"cast(null as timestamp) as {value_column}")
+        select_list = _indent(",\n".join(columns))
+        sql = (f"select\n{select_list}\n" + "\n".join(joins) + f"\nwhere c.entity_type = '{entity}'\n"
+               f"  and case {match_key_sql}\n{_indent(chr(10).join(branches))}\n    else false\n  end")
+        ctes.append((f"{entity}_matches", sql, None))
+        return ctes
 
     def journey_matches(self, name: str, which: str, description: str) -> Model:
         parts = []
@@ -401,7 +423,7 @@ class ModelBuilder:
             tree = journey.goal.criteria if which == "goal" and journey.goal else (
                 journey.exit.blacklist if which == "blacklist" and journey.exit else None)
             if tree is not None:
-                parts.append((f"jny_{jid}__{which}", jid, journey.entity, tree, {}))
+                parts.append((jid, journey.entity, tree, {}))
         return self._match_model(name, description, {}, parts)
 
     def journey_condition_matches(self) -> Model:
@@ -409,14 +431,13 @@ class ModelBuilder:
         for jid in sorted(self.rules.journeys):
             journey = self.rules.journeys[jid]
             for step, _, step_id in walk_steps(journey.actions, ()):
-                cte = f"jny_{jid}__step_{step_id.replace('.', '_')}"
                 if isinstance(step, IfStep):
-                    parts.append((cte, jid, journey.entity, step.if_, {"step_id": step_id}))
+                    parts.append((jid, journey.entity, step.if_, {"step_id": step_id}))
                 elif isinstance(step, WaitUntilStep):
-                    parts.append((cte, jid, journey.entity, step.wait_until.criteria, {"step_id": step_id}))
+                    parts.append((jid, journey.entity, step.wait_until.criteria, {"step_id": step_id}))
                 elif isinstance(step, WaitUntilDateStep):
                     date = DateValue(PropertyLeaf(property=step.wait_until_date.property, op="is_set"))
-                    parts.append((cte, jid, journey.entity, date, {"step_id": step_id}))
+                    parts.append((jid, journey.entity, date, {"step_id": step_id}))
         return self._match_model(
             "journey_condition_matches",
             "Per journey step, the entities whose `if` / `wait_until` criteria hold at T, and the date a "
@@ -425,6 +446,10 @@ class ModelBuilder:
             parts,
             value_column="value_at",
         )
+
+
+def _indent(text: str, spaces: int = 4) -> str:
+    return "\n".join((" " * spaces + line) if line else line for line in text.split("\n"))
 
 
 def _playbook_condition(name: str, op: str) -> exp.Expression:
