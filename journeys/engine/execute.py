@@ -18,7 +18,7 @@ from actions.base import ActionContext, ActionFailed, ActionSkipped
 from journeys.engine import faults
 from journeys.engine.entities import EntityDirectory
 from journeys.engine.gates import SendGates
-from journeys.engine.ledger import (DueAction, due_actions, mark_deferred, mark_done, mark_done_many, mark_failed, mark_sending,
+from journeys.engine.ledger import (DueAction, due_actions, mark_deferred_many, mark_done, mark_done_many, mark_failed, mark_sending,
                                     mark_skipped)  # fmt: skip
 from journeys.engine.transitions import end_enrollment
 from journeys.rules.settings import ProjectSettings
@@ -47,13 +47,14 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
     internal = [a for a in actions if by_type[a.action_type].is_internal(a)]
     external = [a for a in actions if not by_type[a.action_type].is_internal(a)]
     ended: set[str] = set()  # enrollments ended by an aborting action during this run
+    deferrals: list[tuple[str, str]] = []  # (action key, reason), written together
 
     if internal:
         done: list[str] = []  # marked done together, in the transaction that writes their effects
         con.execute("begin")
         try:
             for n, action in enumerate(internal):
-                if _deferred(con, gates, action, counts):
+                if _deferred(deferrals, gates, action, counts):
                     continue
                 try:
                     by_type[action.action_type].apply(con, action, ctx)
@@ -70,6 +71,8 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
                     faults.point("mid_internal_actions")
             ctx.rows.flush(con)
             mark_done_many(con, done, as_of)
+            mark_deferred_many(con, deferrals)
+            deferrals.clear()
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
@@ -79,7 +82,7 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
     for action in external:
         if action.enrollment_id in ended:
             continue  # an abort earlier in this run ended the enrollment and cancelled this action
-        if _deferred(con, gates, action, counts):
+        if _deferred(deferrals, gates, action, counts):
             continue
         mark_sending(con, action.action_key)  # autocommit: durable before the message leaves
         faults.point("before_external_delivery")
@@ -97,14 +100,16 @@ def execute_due_actions(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, exec
         mark_done(con, action.action_key, as_of, count_attempt=False)
         counts.done[action.action_type] += 1
         gates.count(action)
+    mark_deferred_many(con, deferrals)
     return counts
 
 
-def _deferred(con, gates: SendGates, action: DueAction, counts: ExecutionCounts) -> bool:
+def _deferred(deferrals: list[tuple[str, str]], gates: SendGates, action: DueAction, counts: ExecutionCounts) -> bool:
+    """Held back by a send gate: recorded in `deferrals`, written in one statement (the action stays due either way)."""
     reason = gates.deferral(action)
     if reason is None:
         return False
-    mark_deferred(con, action.action_key, reason)
+    deferrals.append((action.action_key, reason))
     counts.deferred[action.action_type] += 1
     return True
 

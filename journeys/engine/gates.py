@@ -26,6 +26,7 @@ class SendGates:
         self.settings, self.as_of, self.directory = settings, as_of, directory
         self.sent_this_run: Counter = Counter()  # channel → sends
         self.sent_by_entity: Counter = Counter()  # (channel, entity_type, entity_id) → sends this run
+        self._local_by_zone: dict[str, str | None] = {}
         self.history = self._history(con, actions)
 
     def _history(self, con, actions: list[DueAction]) -> dict[tuple, int]:
@@ -74,11 +75,24 @@ class SendGates:
 
     def _in_window(self, action: DueAction) -> bool:
         window = self.settings.send_window
-        zone = ZoneInfo(self._timezone(action) or window.default_timezone)
-        local = self.as_of.replace(tzinfo=dt.timezone.utc).astimezone(zone).strftime("%H:%M")
+        local = self._local_time(self._timezone(action)) or self._local_time(window.default_timezone)
         if window.start < window.end:
             return window.start <= local < window.end
         return local >= window.start or local < window.end  # a window across midnight
+
+    def _local_time(self, zone_name: str | None) -> str | None:
+        """T as HH:MM in that zone; None for no zone or one that does not exist (a bad value in the data).
+        Once per zone and run: a backlog of 200k emails names a few dozen zones."""
+        if zone_name is None:
+            return None
+        if zone_name not in self._local_by_zone:
+            try:
+                zone = ZoneInfo(zone_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                self._local_by_zone[zone_name] = None
+            else:
+                self._local_by_zone[zone_name] = self.as_of.replace(tzinfo=dt.timezone.utc).astimezone(zone).strftime("%H:%M")
+        return self._local_by_zone[zone_name]
 
     def _timezone(self, action: DueAction) -> str | None:
         prop = self.settings.send_window.timezone_property
@@ -88,10 +102,4 @@ class SendGates:
         row = self.directory.row(action.entity_type, action.entity_id) if path.scope == action.entity_type else (
             self.directory.account_of(action.entity_type, action.entity_id))
         value = (row or {}).get("custom", {}).get(path.name) if path.custom else (row or {}).get(path.name)
-        if not value:
-            return None
-        try:
-            ZoneInfo(str(value))
-            return str(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            return None  # a bad value in the data falls back to the default timezone
+        return str(value) if value else None

@@ -137,9 +137,16 @@ def mark_skipped(con: duckdb.DuckDBPyConnection, key: str, reason: str, executed
     )
 
 
-def mark_deferred(con: duckdb.DuckDBPyConnection, key: str, reason: str) -> None:
-    """Not now (frequency cap, send window, per-run limit): same key, reconsidered by every later run."""
-    con.execute(f"update {S}.actions set status = 'deferred', reason = ? where action_key = ?", [reason[:2000], key])
+def mark_deferred_many(con: duckdb.DuckDBPyConnection, deferrals: list[tuple[str, str]]) -> None:
+    """Held back by a send gate, each with its reason; a backlog held by a cap is re-deferred every run, in one statement."""
+    if deferrals:
+        keys, reasons = [k for k, _ in deferrals], [r[:2000] for _, r in deferrals]
+        con.execute(
+            f"""update {S}.actions as a set status = 'deferred', reason = d.reason
+                from (select unnest(?::varchar[]) as action_key, unnest(?::varchar[]) as reason) as d
+                where a.action_key = d.action_key""",
+            [keys, reasons],
+        )
 
 
 def mark_failed(con: duckdb.DuckDBPyConnection, key: str, error: str, as_of: dt.datetime, *, count_attempt: bool,
