@@ -38,15 +38,18 @@ clean:
 	rm -rf $(VENV) warehouse dbt_project/target dbt_project/logs
 
 # Benchmark: the engine's full and incremental runs against a hand-written DuckDB baseline (bench/RESULTS.md).
-# make bench [USERS=20000|SIZE=...] [JOURNEYS=20] [ACTIONS=execute|skip]; lists run every case and the growth,
-# e.g. make bench USERS=100000,1000000 JOURNEYS=10,100 ACTIONS=skip
+# make bench [USERS=20000|SIZE=...] [JOURNEYS=20] [ACTIONS=execute|skip] [MATURE=1] [REPEAT=1]; lists run every
+# case and the growth, e.g. make bench USERS=100000,1000000 JOURNEYS=10,100 ACTIONS=skip
+# MATURE=1: per case, the plain rules and the same journeys with the SPEC §9 constructs, and the ratio (bench/pair.py)
 .PHONY: bench
 SIZE ?= 20000
 USERS ?= $(SIZE)
 JOURNEYS ?= 20
 ACTIONS ?= execute
+REPEAT ?= 1
+MATURE ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --users $(USERS) --journeys $(JOURNEYS) --actions $(ACTIONS)
+	$(BIN)/python -m bench.run --users $(USERS) --journeys $(JOURNEYS) --actions $(ACTIONS) --repeat $(REPEAT) $(if $(filter 1 yes true,$(MATURE)),--mature)
 
 # Slow tests (marked `slow`: the whole crash matrix, the bigger property tests, YAML bombs); `make test` skips them.
 .PHONY: test-slow

@@ -3,6 +3,12 @@
 A variant of a journey changes only thresholds and waits (the `KNOBS` below): it keeps the entry segments
 and the event features of its base journey, as a real team's variants do. Selecting n journeys takes the
 first n base journeys (n <= 20), then variant 1 of every base, variant 2, ... (at most 100).
+
+The *mature* rule set (`write_project(..., mature=True)`, `python -m bench.run --mature`) is the same 20
+journeys with the SPEC §9 constructs a mature team adds: bench/rules/mature/journeys/<id>.yml replaces
+the plain journey of the same id (13 of the 20; the others are used as they are), and
+bench/rules/mature/journeys.yml adds frequency caps, a send window, per-run limits and the webhook
+allowlist. Segments and templates are the plain ones, so segment membership is the same in both.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = Path(__file__).resolve().parent / "rules" / "sql_rules"
+MATURE = Path(__file__).resolve().parent / "rules" / "mature"  # overlay: journeys/<id>.yml and journeys.yml
 
 # Base journeys in selection order: users and accounts alternate, so any prefix mixes both.
 BASE_JOURNEYS = (
@@ -54,6 +61,11 @@ KNOBS: dict[str, dict[str, tuple[str, list]]] = {
     "csm_intro": {"min_mrr": ("actions.0.if.value", [1000, 500, 2000, 3000, 800])},
 }  # fmt: skip
 VARIANTS = 5
+# Where a mature journey moved a knob (same values, another place in the document).
+MATURE_KNOB_PATHS: dict[str, dict[str, str]] = {
+    "onboarding_drip": {"first_wait": "actions.1.wait_until.timeout"},  # wait 2d + if -> wait_until, timeout 2d
+    "renewal": {"wait": "actions.3.wait"},  # wait_until_date and a webhook come first
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,20 @@ def _journey_id(base: str, variant: int) -> str:
     return base if variant == 0 else f"{base}_v{variant}"
 
 
-def write_project(root: Path, specs: list[JourneySpec]) -> Path:
-    """A project folder: the repo's dbt_project/ (without generated models or target/) and the selected rules."""
+def journey_file(base: str, mature: bool = False) -> Path:
+    """The rule file of a base journey: its mature overlay when there is one and `mature`, else the plain one."""
+    overlay = MATURE / "journeys" / f"{base}.yml"
+    return overlay if mature and overlay.exists() else RULES / "journeys" / f"{base}.yml"
+
+
+def knob_path(base: str, knob: str, mature: bool = False) -> str:
+    path = KNOBS[base][knob][0]
+    return MATURE_KNOB_PATHS.get(base, {}).get(knob, path) if mature else path
+
+
+def write_project(root: Path, specs: list[JourneySpec], mature: bool = False) -> Path:
+    """A project folder: the repo's dbt_project/ (without generated models or target/) and the selected rules;
+    `mature`: the journeys' §9 overlays (bench/rules/mature/) and its journeys.yml."""
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
@@ -97,10 +121,12 @@ def write_project(root: Path, specs: list[JourneySpec]) -> Path:
     (rules / "segments").mkdir(parents=True)
     wanted: set[str] = set()
     for spec in specs:
-        doc = _load(RULES / "journeys" / f"{spec.base}.yml")
-        for name, (path, values) in KNOBS[spec.base].items():
+        source = journey_file(spec.base, mature)
+        doc = _load(source)
+        for name, (_, values) in KNOBS[spec.base].items():
+            path = knob_path(spec.base, name, mature)
             if _get(doc, path) != values[0]:
-                raise ValueError(f"bench/rules journeys/{spec.base}.yml: {path} is {_get(doc, path)!r}, KNOBS say {values[0]!r}")
+                raise ValueError(f"{source.relative_to(REPO)}: {path} is {_get(doc, path)!r}, KNOBS say {values[0]!r}")
             _set(doc, path, spec.params[name])
         doc["journey"] = spec.id
         if spec.variant:
@@ -124,7 +150,47 @@ def write_project(root: Path, specs: list[JourneySpec]) -> Path:
     for seg in sorted(wanted):
         for path in RULES.glob(f"segments/{seg}.*"):
             shutil.copy(path, rules / "segments" / path.name)
+    if mature:
+        shutil.copy(MATURE / "journeys.yml", root / "journeys.yml")
     return root
+
+
+# The SPEC §9 constructs, as they show in a journey document (journeys.yml's settings are listed apart).
+CONSTRUCTS = ("wait_until", "wait_until_date", "split", "webhook", "entry.holdout", "exit.on_leave_entry", "goal.within")
+
+
+def constructs_used(doc: dict) -> list[str]:
+    """Which §9 constructs a journey document uses (each once)."""
+    found = set()
+
+    def steps(items):
+        for step in items or []:
+            for key in ("wait_until", "wait_until_date", "split", "webhook"):
+                if key in step:
+                    found.add(key)
+            for key in ("then", "else", "on_timeout"):
+                steps(step.get(key))
+            for path in step.get("split") or []:
+                steps(path.get("steps"))
+
+    steps(doc.get("actions"))
+    if (doc.get("entry") or {}).get("holdout"):
+        found.add("entry.holdout")
+    if (doc.get("exit") or {}).get("on_leave_entry"):
+        found.add("exit.on_leave_entry")
+    if (doc.get("goal") or {}).get("within"):
+        found.add("goal.within")
+    return [c for c in CONSTRUCTS if c in found]
+
+
+def mature_constructs(specs: list[JourneySpec]) -> dict[str, list[str]]:
+    """journey id -> the §9 constructs its mature document uses (journeys without any are left out)."""
+    out = {}
+    for spec in specs:
+        used = constructs_used(_load(journey_file(spec.base, mature=True)))
+        if used:
+            out[spec.id] = used
+    return out
 
 
 def _segments_used(doc: dict) -> set[str]:

@@ -8,6 +8,7 @@ disagreement fails the benchmark (exit 1). Each case runs in its own process, so
 
     python -m bench.run --users 20000 --journeys 20
     python -m bench.run --users 100000,1000000 --journeys 10,100 --json bench/out.json
+    python -m bench.run --users 1000000 --mature --actions skip    # plain vs §9 rules (bench/pair.py)
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def engine_phases(meter: Meter, prefix: str, execute: bool = True):
                     record.detail["executed"] = sum(result.done.values()) + sum(result.failed.values())
                 if name == "_transitions":
                     record.detail["statements"] = sorted(((k, round(v, 3)) for k, v in statements.items()),
-                                                         key=lambda x: -x[1])[:6]
+                                                         key=lambda x: -x[1])
                 return result
         return timed
 
@@ -212,6 +213,41 @@ def generate(db_path: Path, users: int) -> dict[str, int]:
         return generate_sample_data(con, users=users, origin=T0, as_of=T0)
 
 
+def engine_run(settings, dbt, meter: Meter, label: str, as_of: dt.datetime, execute: bool, echo, who: str = "project") -> RunCounts:
+    """One engine run at `as_of`, its phases timed into `meter` under `label`; what it decided."""
+    from journeys.engine.run import run, run_id_for
+
+    with meter.phase(f"{label} project run"), engine_phases(meter, label, execute):
+        report = run(settings, as_of=as_of, dbt=dbt)
+    done = {p.name: p for p in meter.phases if p.name.startswith(f"{label} ")}
+    slow = sorted(done[f"{label} dbt build"].detail.get("nodes", []), key=lambda n: -n[2])[:4] \
+        if f"{label} dbt build" in done else []
+    echo(f"  {label} {who} phases: " + ", ".join(f"{n[len(label) + 1:]} {p.seconds:.1f} s" for n, p in done.items())
+         + "; slowest dbt nodes: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in slow))
+    return engine_counts(settings.db_path, report, run_id_for(as_of))
+
+
+def baseline_run(meter: Meter, db_path: Path, specs: list[JourneySpec], label: str, as_of: dt.datetime) -> RunCounts:
+    """The hand-written baseline at `as_of` on the same database (its state in its own schema), timed."""
+    with meter.phase(f"{label} baseline") as record, duckdb.connect(str(db_path)) as con:
+        baseline = Baseline(con, specs)
+        if label == "full":
+            baseline.setup()
+        baseline.timings.clear()
+        counts = baseline.run(as_of)
+        record.detail["statements"] = [(k, round(v, 3)) for k, v in sorted(baseline.timings, key=lambda x: -x[1])[:6]]
+    return counts
+
+
+def copy_data(data_db: Path, db_path: Path) -> dict[str, int]:
+    """A copy of a generated database, and its row counts."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(data_db, db_path)
+    with duckdb.connect(str(db_path)) as con:
+        return {t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
+                for t in ("users", "accounts", "subscriptions", "custom_attributes", "events")}  # fmt: skip
+
+
 def run_case(users: int, journeys: int, work_dir: Path, data_db: Path | None = None, echo=print,
              execute: bool = True) -> CaseResult:
     """One case in this process. `data_db`: a generated database to copy (else it is generated here);
@@ -227,7 +263,6 @@ def run_case(users: int, journeys: int, work_dir: Path, data_db: Path | None = N
 def _run_case(users: int, journeys: int, work_dir: Path, data_db: Path | None, echo, execute: bool) -> CaseResult:
     from journeys.config import Settings
     from journeys.engine.dbt import DbtProject
-    from journeys.engine.run import run, run_id_for
 
     load_start = os.getloadavg()[0]
     specs = select_journeys(journeys)
@@ -236,10 +271,7 @@ def _run_case(users: int, journeys: int, work_dir: Path, data_db: Path | None, e
     meter = Meter()
     with meter.phase("generate"):
         if data_db is not None:
-            shutil.copyfile(data_db, db_path)
-            with duckdb.connect(str(db_path)) as con:
-                rows = {t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
-                        for t in ("users", "accounts", "subscriptions", "custom_attributes", "events")}  # fmt: skip
+            rows = copy_data(data_db, db_path)
         else:
             rows = generate(db_path, users)
     echo(f"  data: {rows['users']:,} users, {rows['accounts']:,} accounts, {rows['events']:,} events")
@@ -253,21 +285,8 @@ def _run_case(users: int, journeys: int, work_dir: Path, data_db: Path | None, e
             with meter.phase("apply 1% change"), duckdb.connect(str(db_path)) as con:
                 change = apply_changes(con, T0, T1)
             echo(f"  change: {change}")
-        with meter.phase(f"{label} project run"), engine_phases(meter, label, execute):
-            report = run(settings, as_of=as_of, dbt=dbt)
-        done = {p.name: p for p in meter.phases if p.name.startswith(f"{label} ")}
-        slow = sorted(done[f"{label} dbt build"].detail.get("nodes", []), key=lambda n: -n[2])[:4] \
-            if f"{label} dbt build" in done else []
-        echo(f"  {label} project phases: " + ", ".join(f"{n[len(label) + 1:]} {p.seconds:.1f} s" for n, p in done.items())
-             + "; slowest dbt nodes: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in slow))
-        project_counts = engine_counts(db_path, report, run_id_for(as_of))
-        with meter.phase(f"{label} baseline") as record, duckdb.connect(str(db_path)) as con:
-            baseline = Baseline(con, specs)
-            if label == "full":
-                baseline.setup()
-            baseline.timings.clear()
-            baseline_counts = baseline.run(as_of)
-            record.detail["statements"] = [(k, round(v, 3)) for k, v in sorted(baseline.timings, key=lambda x: -x[1])[:6]]
+        project_counts = engine_run(settings, dbt, meter, label, as_of, execute, echo)
+        baseline_counts = baseline_run(meter, db_path, specs, label, as_of)
         runs[label] = {"project": project_counts, "baseline": baseline_counts}
         mismatches += compare(label, project_counts, baseline_counts, specs)
         echo(f"  {label}: project {meter.phases[-2].seconds:.1f} s, baseline {meter.phases[-1].seconds:.1f} s")
@@ -297,9 +316,11 @@ def summarize(r: CaseResult) -> dict:
         parts = {name: r.seconds(f"{label} {name}") for name in ("compile", "dbt build", "transitions", "actions")}
         total = run_phase.seconds
         no_exec = total - parts["actions"]
-        baseline = r.phase(f"{label} baseline")
+        baseline = r.phase(f"{label} baseline")  # None: no hand-written baseline for these rules (--mature)
         project_peak = max((p.peak_rss for p in r.phases if p.name.startswith(f"{label} ") and "baseline" not in p.name), default=0)
         generated = {n: s for n, kind, s in nodes if kind == "model" and n in GENERATED}
+        transitions = r.phase(f"{label} transitions")
+        statements = transitions.detail.get("statements", []) if transitions else []
         out["runs"][label] = {
             **{k: round(v, 3) for k, v in parts.items()},
             "other": round(total - sum(parts.values()), 3),
@@ -309,19 +330,20 @@ def summarize(r: CaseResult) -> dict:
             "dbt overhead": round(parts["dbt build"] - sum(s for _, _, s in nodes), 3),
             "generated": {n: round(s, 3) for n, s in sorted(generated.items(), key=lambda x: -x[1])},
             "slowest tests": sorted(((n, s) for n, kind, s in nodes if kind == "test"), key=lambda x: -x[1])[:3],
-            "slowest transition statements": (r.phase(f"{label} transitions").detail.get("statements", [])
-                                              if r.phase(f"{label} transitions") else []),
-            "slowest baseline statements": baseline.detail.get("statements", []),
+            "slowest transition statements": statements[:6],
+            "transition statements": dict(statements),
+            "nodes": {n: s for n, _, s in nodes},
+            "slowest baseline statements": baseline.detail.get("statements", []) if baseline else [],
             "project (no execution)": round(no_exec, 3),
             "project total": round(total, 3),
             "executed actions": (r.phase(f"{label} actions").detail.get("executed", 0) if r.phase(f"{label} actions") else 0),
-            "baseline": round(baseline.seconds, 3),
-            "ratio (no execution)": round(no_exec / baseline.seconds, 2),
-            "ratio (total)": round(total / baseline.seconds, 2),
+            "baseline": round(baseline.seconds, 3) if baseline else None,
+            "ratio (no execution)": round(no_exec / baseline.seconds, 2) if baseline else None,
+            "ratio (total)": round(total / baseline.seconds, 2) if baseline else None,
             "peak RSS project": project_peak,
-            "peak RSS baseline": baseline.peak_rss,
+            "peak RSS baseline": baseline.peak_rss if baseline else None,
             "load project": round(run_phase.load, 2),
-            "load baseline": round(baseline.load, 2),
+            "load baseline": round(baseline.load, 2) if baseline else None,
             "enrolled": sum(r.runs[label]["project"].journeys["enrolled"].values()),
             "actions due": sum(r.runs[label]["project"].journeys["actions_due"].values()),
         }
@@ -340,21 +362,26 @@ def best_of(reps: list[dict]) -> dict:
     for label, figures in out["runs"].items():
         for key, value in figures.items():
             values = [r["runs"][label][key] for r in reps]
+            if value is None:  # no baseline (--mature)
+                continue
             if key.startswith("peak RSS"):
                 figures[key] = max(values)
             elif key.startswith("load"):
                 figures[key] = "/".join(str(v) for v in values)
             elif isinstance(value, (int, float)) and key not in ("enrolled", "actions due", "executed actions"):
                 figures[key] = min(values)
+            elif isinstance(value, dict) and key in ("generated", "transition statements", "nodes"):
+                figures[key] = {k: min(r["runs"][label][key].get(k, v) for r in reps) for k, v in value.items()}
         no_exec, total, base = figures["project (no execution)"], figures["project total"], figures["baseline"]
-        figures["ratio (no execution)"], figures["ratio (total)"] = round(no_exec / base, 2), round(total / base, 2)
+        if base:
+            figures["ratio (no execution)"], figures["ratio (total)"] = round(no_exec / base, 2), round(total / base, 2)
     out["checks"] = next((r["checks"] for r in reps if r["checks"] != "OK"), "OK")
     out["repetitions"] = reps
     out["load at start"] = "/".join(str(r["load at start"]) for r in reps)
     return out
 
 
-GENERATED = ("event_features", "user_features", "account_features", "segment_membership", "journey_eligible",
+GENERATED = ("event_features", "user_features", "account_features", "segment_membership", "journey_eligible", "journey_candidates",
              "journey_goal_matches", "journey_exit_matches", "journey_condition_matches")  # fmt: skip
 
 
@@ -431,12 +458,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="execute the due actions (default) or leave them pending (large sizes)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each case N times and report the best time of each phase (a busy machine)")
+    parser.add_argument("--mature", action="store_true",
+                        help="per case, the plain rules and the mature ones (SPEC §9 constructs, bench/rules/mature) on "
+                             "the same data, and the ratio mature/plain (bench/pair.py)")
+    parser.add_argument("--mature-first", action="store_true", help=argparse.SUPPRESS)  # pair order (--repeat alternates)
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)  # one case, in this process
     parser.add_argument("--data", type=Path, help="a database generated earlier for this size (copied per case)")
     args = parser.parse_args(argv)
     users = [int(u.replace("_", "")) for u in args.users.split(",") if u]
     journeys = [int(j) for j in args.journeys.split(",") if j]
 
+    if args.case and args.mature:  # child process: one plain/mature pair
+        from bench.pair import main_case
+
+        print("RESULT " + json.dumps(main_case(args, users[0], journeys[0]), default=_jsonable), flush=True)
+        return 0
     if args.case:  # child process: one case, figures as JSON on the last line
         result = run_case(users[0], journeys[0], args.work_dir, args.data, echo=lambda m: print(m, flush=True),
                           execute=args.actions == "execute")
@@ -460,16 +496,25 @@ def main(argv: list[str] | None = None) -> int:
                 for rep in range(args.repeat):
                     print(f"case: {n_users:,} users, {n_journeys} journeys"
                           + (f" (repetition {rep + 1} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
-                    reps.append(_child(["--actions", args.actions], n_users, n_journeys,
-                                       work / f"case-{n_users}-{n_journeys}", data))
-                summary = best_of(reps)
-                summaries.append(summary)
-                print_case(summary)
+                    extra = ["--actions", args.actions] + (["--mature"] if args.mature else []) \
+                        + (["--mature-first"] if args.mature and rep % 2 else [])
+                    reps.append(_child(extra, n_users, n_journeys, work / f"case-{n_users}-{n_journeys}", data))
+                if args.mature:
+                    from bench.pair import best_of_pairs, print_pair
+
+                    summary = best_of_pairs(reps)
+                    summaries.append(summary)
+                    print_pair(summary)
+                else:
+                    summary = best_of(reps)
+                    summaries.append(summary)
+                    print_case(summary)
                 if not args.keep:
                     shutil.rmtree(work / f"case-{n_users}-{n_journeys}", ignore_errors=True)
             if data is not None and data != args.data and not args.keep:
                 data.unlink(missing_ok=True)
-        print_growth(summaries)
+        if not args.mature:
+            print_growth(summaries)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -477,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(summaries, indent=2, default=_jsonable))
     failed = [s for s in summaries if s["checks"] != "OK"]
     if failed:
-        print(f"\nFAILED: project and baseline disagree in {len(failed)} case(s)")
+        what = "the plain/mature checks failed" if args.mature else "project and baseline disagree"
+        print(f"\nFAILED: {what} in {len(failed)} case(s)")
         return 1
     return 0
 
