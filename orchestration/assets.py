@@ -24,6 +24,7 @@ from dagster import (
 from pydantic import Field
 
 from journeys.engine.dbt import DbtError, NodeResult
+from journeys.engine.lock import run_lock
 from journeys.engine.run import RunReport, run
 from journeys.errors import JourneysError
 from journeys.engine.breaker import Breaker, BreakerOutcome, parse_acks
@@ -157,8 +158,9 @@ def _outcomes_report(context: AssetExecutionContext, journeys: JourneysResource)
     from journeys.trust.report import build_report
 
     settings = journeys.settings()
-    try:
-        index = build_report(settings.db_path, Path(journeys.report_dir))[0]
+    try:  # under the run lock: a queued run must not find the file open for reading
+        with run_lock(settings.db_path, wait_seconds=journeys.lock_wait_seconds, what="journeys report", on_takeover=context.log.info):
+            index = build_report(settings.db_path, Path(journeys.report_dir))[0]
     except Exception as e:  # noqa: BLE001 - the run is committed; the report is a view of it
         context.log.warning(f"the outcomes report was not written: {type(e).__name__}: {e}")
         return {}

@@ -35,9 +35,9 @@ def build_data_checks(lineage: Lineage) -> AssetChecksDefinition | None:
     if not lineage.data_checks:
         return None
 
-    @multi_asset_check(specs=lineage.data_checks, name=CHECKS_NAME, can_subset=False,
+    @multi_asset_check(specs=lineage.data_checks, name="full_scan_dbt_tests", can_subset=False,
                        description="The full-scan dbt tests (unique event ids, the mart relations), under the run lock.")  # fmt: skip
-    def journeys_data_checks(journeys: JourneysResource):
+    def full_scan_dbt_tests(journeys: JourneysResource):
         settings = journeys.settings()
         with run_lock(settings.db_path, wait_seconds=journeys.lock_wait_seconds, what="journeys data checks", on_takeover=print):
             nodes = check_data(settings, journeys.dbt(), raise_on_failure=False)
@@ -53,7 +53,7 @@ def build_data_checks(lineage: Lineage) -> AssetChecksDefinition | None:
             yield AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=status == "pass",
                                    severity=AssetCheckSeverity.ERROR, metadata=metadata)  # fmt: skip
 
-    return journeys_data_checks
+    return full_scan_dbt_tests
 
 
 def build_checks_job(checks: AssetChecksDefinition) -> JobDefinition:

@@ -132,6 +132,8 @@ def test_definitions_load_with_the_dbt_lineage():
 
     assert defs.get_job_def("journeys_run")
     assert defs.resolve_schedule_def(SCHEDULE_NAME).job_name == JOB_NAME
+    repository = defs.get_repository_def()  # what a code server loads: every name unique, every job valid
+    assert {"journeys_run", "journeys_data_checks"} <= {j.name for j in repository.get_all_jobs()}
     graph = defs.resolve_asset_graph()
     parents = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
