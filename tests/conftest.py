@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -28,6 +30,15 @@ def copy_project(root: Path, rules_from: Path | None = REPO / "sql_rules") -> Pa
     return root
 
 
+def days_after(t0: dt.datetime) -> Callable[[float], dt.datetime]:
+    """`D = days_after(T0)`: D(n) is T0 plus n days, at T0's time of day (n may be negative or fractional)."""
+
+    def day(n: float) -> dt.datetime:
+        return t0 + dt.timedelta(days=n)
+
+    return day
+
+
 class Project:
     """A project under test: write rules, put rows in the source tables, compile, build, query."""
 
@@ -41,6 +52,11 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return path
+
+    def use_smtp(self, url: str) -> "Project":
+        """Send this project's emails through the SMTP server at `url` (for the CLI: JOURNEYS_SMTP_URL)."""
+        self.settings = dataclasses.replace(self.settings, smtp_url=url)
+        return self
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         self.settings.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +93,21 @@ class Project:
             return con.execute(sql, params or []).fetchall()
         finally:
             con.close()
+
+
+def project_with(root: Path, rules: dict[str, str], rows: dict[str, list[tuple]]) -> Project:
+    """A project at `root` holding only these rule files (path → text) and these source rows."""
+    project = Project(copy_project(root, rules_from=None))
+    for path, text in rules.items():
+        project.write(path, text)
+    project.insert_rows(rows)
+    return project
+
+
+def copy_of(template: Path, root: Path) -> Project:
+    """An independent copy at `root` of the project folder `template` (its database included)."""
+    shutil.copytree(template, root)
+    return Project(root)
 
 
 @pytest.fixture

@@ -60,7 +60,10 @@ class _Handler:
 
 
 class SmtpServer:
-    """`start()` / `stop()` any number of times; the port (hence `url`) stays the same."""
+    """`start()` / `stop()` any number of times; the port (hence `url`) stays the same. `with SmtpServer() as
+    server:` starts it and stops it at the end. A subclass changes how it answers by its `handler`."""
+
+    handler: type[_Handler] = _Handler
 
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
@@ -78,9 +81,15 @@ class SmtpServer:
     def start(self) -> "SmtpServer":
         assert self._controller is None, "already running"
         # A Controller's event loop is closed by stop(): a restart needs a new one (same port).
-        self._controller = Controller(_Handler(self), hostname=HOST, port=self.port)
+        self._controller = Controller(self.handler(self), hostname=HOST, port=self.port)
         self._controller.start()
         return self
+
+    def __enter__(self) -> "SmtpServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self._controller is not None:
@@ -119,8 +128,5 @@ def free_port() -> int:
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
+    with SmtpServer() as server:
         yield server
-    finally:
-        server.stop()

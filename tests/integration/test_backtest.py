@@ -28,16 +28,14 @@ import pytest
 from journeys.errors import JourneysError
 from journeys.trust.backtest import backtest
 from journeys.trust.source_cut import cut_select
-from tests.conftest import Project, copy_project
+from tests.conftest import Project, copy_project, days_after
 from tests.reliability.harness import cli, file_digest, table_checksums
 
 T0 = dt.datetime(2026, 3, 2, 9, 0)
 H = dt.timedelta(hours=1)
 WINDOW = range(7)
 
-
-def D(n: float) -> dt.datetime:  # noqa: N802 (day n at 09:00)
-    return T0 + dt.timedelta(days=n)
+D = days_after(T0)  # day n at 09:00
 
 
 BT = """\

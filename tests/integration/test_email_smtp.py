@@ -8,11 +8,9 @@ creates a task and sets an attribute (internal actions, to show a failing email 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, copy_project
+from tests.conftest import Project, copy_of, project_with
 from tests.smtp_server import SmtpServer, smtp_server  # noqa: F401  (fixture)
 
 T = dt.datetime(2026, 6, 15, 9, 0)
@@ -92,23 +90,14 @@ EMAILS = sorted(EXPECTED)  # the three send_email actions
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("email") / "project", rules_from=None)
-    project = Project(root)
-    for path, text in RULES.items():
-        project.write(path, text)
-    project.insert_rows(ROWS)
-    return root
+    return project_with(tmp_path_factory.mktemp("email") / "project", RULES, ROWS).root
 
 
 @pytest.fixture
 def project(template: Path, tmp_path: Path, smtp_server: SmtpServer, monkeypatch) -> Project:
     monkeypatch.setenv("JOURNEYS_EMAIL_FROM", SENDER)
     monkeypatch.delenv("JOURNEYS_MESSAGE_ID_DOMAIN", raising=False)
-    root = tmp_path / "project"
-    shutil.copytree(template, root)
-    p = Project(root)
-    p.settings = dataclasses.replace(p.settings, smtp_url=smtp_server.url)
-    return p
+    return copy_of(template, tmp_path / "project").use_smtp(smtp_server.url)
 
 
 def ledger(project: Project) -> dict[tuple[str, str, str], dict]:

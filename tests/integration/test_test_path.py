@@ -25,16 +25,14 @@ import pytest
 
 from journeys.errors import JourneysError
 from journeys.trust.test_path import simulate_path as run_test_path
-from tests.conftest import Project, copy_project
+from tests.conftest import Project, copy_project, days_after
 from tests.reliability.harness import cli, file_digest, table_checksums
 
 T0 = dt.datetime(2026, 3, 2, 9, 0)
 DAYS = 5
 USERS = ("u_pro", "u_free", "u_late", "u_goal", "u_comp")
 
-
-def D(n: float) -> dt.datetime:  # noqa: N802 (day n at 09:00)
-    return T0 + dt.timedelta(days=n)
+D = days_after(T0)  # day n at 09:00
 
 
 JOURNEY = """\

@@ -12,9 +12,8 @@ import threading
 from pathlib import Path
 
 import duckdb
-from aiosmtpd.controller import Controller
 
-from tests.smtp_server import HOST, SmtpServer, _Handler
+from tests.smtp_server import SmtpServer, _Handler
 
 JOURNEYS_CLI = Path(sys.executable).with_name("journeys")
 
@@ -116,15 +115,11 @@ class GatedSmtpServer(SmtpServer):
     through it holds its lock, deterministically, until the test opens the gate (or `hold` seconds pass,
     kept below the executor's 10 s SMTP timeout so that the message is still accepted)."""
 
+    handler = _GatedHandler
+
     def __init__(self, hold: float = 8.0):
         super().__init__()
         self.entered, self.gate, self.hold = threading.Event(), threading.Event(), hold
-
-    def start(self) -> "GatedSmtpServer":
-        assert self._controller is None, "already running"
-        self._controller = Controller(_GatedHandler(self), hostname=HOST, port=self.port)
-        self._controller.start()
-        return self
 
 
 def wait_until_file_is_open(pid: int, path: Path, timeout: float = 120) -> bool:

@@ -8,7 +8,6 @@ waits at a gate the test opens, so the run is inside its lock (actions phase) fo
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from journeys.engine.lock import run_lock
-from tests.conftest import Project, copy_project
+from tests.conftest import Project, copy_of, project_with
 from tests.reliability.harness import (JOURNEYS_CLI, GatedSmtpServer, cli, journey_state, query, release_dbt,
                                       wait_until_file_is_open)
 from tests.smtp_server import SmtpServer
@@ -56,26 +55,20 @@ USERS_CSV = "user_id,account_id,email,first_name,last_name,created_at,last_seen_
 def world(tmp_path_factory):
     """A fresh project (no run yet), and the state after the runs at T1 then T2 made one after the other."""
     base = tmp_path_factory.mktemp("concurrency")
-    template = Project(copy_project(base / "template", rules_from=None))
-    for path, text in RULES.items():
-        template.write(path, text)
-    template.insert_rows(ROWS)
+    template = project_with(base / "template", RULES, ROWS)
 
-    sequential = Project(base / "sequential")
-    shutil.copytree(template.root, sequential.root)
-    server = SmtpServer().start()
-    try:
-        sequential.settings = dataclasses.replace(sequential.settings, smtp_url=server.url)
-        sequential.run(T1)
-        sequential.run(T2)
-        after_t2 = journey_state(sequential.settings.db_path)
-    finally:
-        release_dbt()
-        server.stop()
+    sequential = copy_of(template.root, base / "sequential")
+    with SmtpServer() as server:
+        try:
+            sequential.use_smtp(server.url).run(T1)
+            sequential.run(T2)
+            after_t2 = journey_state(sequential.settings.db_path)
+        finally:
+            release_dbt()
     return template.root, None, after_t2
 
 
-def copy_of(world, tmp_path: Path) -> tuple[Path, Path]:
+def copy_world(world, tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "project"
     shutil.copytree(world[0], root)
     return root, root / "warehouse" / "journeys.duckdb"
@@ -100,12 +93,11 @@ def held_run(root: Path, db: Path, as_of: dt.datetime, server: GatedSmtpServer) 
 
 
 def test_while_a_run_holds_the_lock_a_run_and_a_load_fail_clearly_and_a_waiting_run_runs_after_it(world, tmp_path):
-    root, db = copy_of(world, tmp_path)
+    root, db = copy_world(world, tmp_path)
     data = tmp_path / "data"
     data.mkdir()
     (data / "users.csv").write_text(USERS_CSV)
-    server = GatedSmtpServer().start()
-    try:
+    with GatedSmtpServer() as server:
         first = held_run(root, db, T1, server)
         holder = f"pid {first.pid} on {socket.gethostname()}, journeys run r20260615T090000"
 
@@ -120,8 +112,6 @@ def test_while_a_run_holds_the_lock_a_run_and_a_load_fail_clearly_and_a_waiting_
         server.gate.set()
         out1, err1 = first.communicate(timeout=180)
         out3, err3 = waiting.communicate(timeout=300)
-    finally:
-        server.stop()
 
     # refused at once, naming the database and the holder
     assert (second.returncode, second.stdout) == (1, "")
@@ -147,7 +137,7 @@ def test_while_a_run_holds_the_lock_a_run_and_a_load_fail_clearly_and_a_waiting_
 
 def test_the_lock_message_of_a_load_suggests_only_options_load_accepts(world, tmp_path):
     """Found by this suite: a refused `journeys load` was told to pass --wait, which only `run` had."""
-    root, db = copy_of(world, tmp_path)
+    root, db = copy_world(world, tmp_path)
     data = tmp_path / "data"
     data.mkdir()
     (data / "users.csv").write_text(USERS_CSV)
@@ -164,7 +154,7 @@ def test_a_process_that_finished_a_run_does_not_keep_the_database_locked(world, 
     """dbt-duckdb 1.11 keeps its DuckDB file open for the life of the process (keep_open defaults to true): a
     long-lived process (Dagster's code server, a notebook) that ran once locked every other process out until
     journeys/engine/dbt.py began releasing it after each build. Found by this suite, fixed upstream."""
-    root, db = copy_of(world, tmp_path)
+    root, db = copy_world(world, tmp_path)
     project = Project(root)
     project.run(T1)  # in this (long-lived) process, as the Dagster code server or a notebook would
     try:

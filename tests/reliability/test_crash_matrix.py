@@ -16,7 +16,6 @@ kills the process itself once dbt has started executing the rule models and befo
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, copy_project
+from tests.conftest import copy_of, project_with
 from tests.reliability.harness import JOURNEYS_CLI, cli, journey_state, query, release_dbt
 from tests.smtp_server import SmtpServer
 
@@ -139,26 +138,17 @@ DEFAULT = ("mid_internal_actions", "after_smtp_accept")
 def world(tmp_path_factory):
     """The project after a committed day-0 run, its day-1 data loaded, and the crash-free run at T1."""
     base = tmp_path_factory.mktemp("crash")
-    server = SmtpServer().start()
-    try:
-        template = Project(copy_project(base / "template", rules_from=None))
-        for path, text in RULES.items():
-            template.write(path, text)
-        template.insert_rows(rows(0))
-        template.settings = dataclasses.replace(template.settings, smtp_url=server.url)
+    with SmtpServer() as server:
+        template = project_with(base / "template", RULES, rows(0)).use_smtp(server.url)
         template.run(T0)
         release_dbt()
         template.insert_rows(rows(1))
 
-        reference = Project(base / "reference")
-        shutil.copytree(template.root, reference.root)
+        reference = copy_of(template.root, base / "reference")
         server.received.clear()
-        reference.settings = dataclasses.replace(reference.settings, smtp_url=server.url)
-        reference.run(T1)
+        reference.use_smtp(server.url).run(T1)
         release_dbt()
         messages = messages_by_id(server)
-    finally:
-        server.stop()
     assert sum(len(v) for v in messages.values()) == T1_MESSAGES
     assert attributes(reference.settings.db_path) == ATTRIBUTES_AT_T1
     return template.root, journey_state(reference.settings.db_path, exclude=WITHOUT_ATTEMPTS), attempts(
@@ -236,8 +226,7 @@ def crash_and_recover(template: Path, tmp_path: Path, point: str):
     root = tmp_path / "project"
     shutil.copytree(template, root)
     db = root / "warehouse" / "journeys.duckdb"
-    server = SmtpServer().start()
-    try:
+    with SmtpServer() as server:
         env = {"JOURNEYS_SMTP_URL": server.url}
         if point == "during_dbt_build":
             crashed = kill_during_dbt_build(root, env)
@@ -252,8 +241,6 @@ def crash_and_recover(template: Path, tmp_path: Path, point: str):
 
         recovered = cli(*run_args(root, T1), env=env)
         received = messages_by_id(server)
-    finally:
-        server.stop()
     return disk, accepted, recovered, received, db, holder
 
 

@@ -11,22 +11,19 @@ sends each one email, then sets an attribute (internal, must proceed whatever SM
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
-import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from actions.attributes import AttributeExecutor
 from actions.email import EmailExecutor
 from actions.task import TaskExecutor
 from journeys.rules.validate import load_and_validate
-from tests.conftest import Project, copy_project
+from tests.conftest import Project, copy_of, project_with
 from tests.smtp_server import HOST, SmtpServer, _Handler, free_port
 
 T = dt.datetime(2026, 6, 15, 9, 0)
@@ -68,15 +65,12 @@ class _DelayingHandler(_Handler):
 
 
 class DelayingSmtpServer(SmtpServer):
+    handler = _DelayingHandler
+
     def __init__(self):
         super().__init__()
         self.delays: dict[str, float] = {}
         self.stalls: dict[str, float] = {}
-
-    def start(self) -> "DelayingSmtpServer":
-        self._controller = Controller(_DelayingHandler(self), hostname=HOST, port=self.port)
-        self._controller.start()
-        return self
 
 
 class SilentServer:
@@ -118,27 +112,19 @@ class SilentServer:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("smtp_faults") / "project", rules_from=None)
-    project = Project(root)
-    for path, text in RULES.items():
-        project.write(path, text)
-    project.insert_rows(ROWS)
-    return root
+    return project_with(tmp_path_factory.mktemp("smtp_faults") / "project", RULES, ROWS).root
 
 
 @pytest.fixture
 def project(template: Path, tmp_path: Path) -> Project:
-    root = tmp_path / "project"
-    shutil.copytree(template, root)
-    return Project(root)
+    return copy_of(template, tmp_path / "project")
 
 
 def run(project: Project, as_of: dt.datetime, url: str, timeout: float):
     """One real run whose email executor has a short timeout (the CLI's is 10 s)."""
     templates = load_and_validate(project.root).templates
     executors = [EmailExecutor(templates, url, timeout=timeout), TaskExecutor(), AttributeExecutor()]
-    project.settings = dataclasses.replace(project.settings, smtp_url=url)
-    return project.run(as_of, executors=executors)
+    return project.use_smtp(url).run(as_of, executors=executors)
 
 
 def emails(project: Project) -> dict[str, tuple]:
@@ -173,23 +159,17 @@ def test_a_server_that_never_answers_fails_each_send_within_the_timeout_and_bloc
 
     # the server comes back: the run past next_attempt_at delivers once (the mixed batch below checks that an
     # earlier run does not retry)
-    server = SmtpServer().start()
-    try:
+    with SmtpServer() as server:
         run(project, T + 15 * MIN, server.url, timeout=0.5)
         assert sorted(len(v) for v in server.by_message_id().values()) == [1, 1, 1, 1]
-    finally:
-        server.stop()
     assert {v[:2] for v in emails(project).values()} == {("done", 2)}
 
 
 @pytest.mark.slow  # the mixed batch below has a slow recipient too
 def test_a_slow_server_within_the_timeout_delivers_once(project):
-    server = DelayingSmtpServer().start()
-    server.delays = {email: 0.7 for email in USERS.values()}
-    try:
+    with DelayingSmtpServer() as server:
+        server.delays = {email: 0.7 for email in USERS.values()}
         run(project, T, server.url, timeout=3.0)
-    finally:
-        server.stop()
     assert {v[:2] + (v[3], v[4]) for v in emails(project).values()} == {("done", 1, T, "")}
     assert sorted(len(v) for v in server.by_message_id().values()) == [1, 1, 1, 1]
 
@@ -198,16 +178,13 @@ def test_a_reply_lost_to_the_timeout_is_resent_with_the_same_message_id(project)
     """The server accepted the message but its reply came after the client gave up (RFC 1047): the client cannot know,
     the action is `failed` and retried, and the receiver gets the message twice with one Message-ID.
     This second duplicate window (besides a crash after acceptance) is in docs/reliability.md."""
-    server = DelayingSmtpServer().start()
-    server.stalls = {"slow@example.com": 1.5}
-    try:
+    with DelayingSmtpServer() as server:
+        server.stalls = {"slow@example.com": 1.5}
         run(project, T, server.url, timeout=0.5)
         state = emails(project)
         assert state["u3"][:3] == ("failed", 1, T + 15 * MIN) and state["u3"][4].endswith("timed out")
         server.stalls = {}
         run(project, T + 15 * MIN, server.url, timeout=0.5)
-    finally:
-        server.stop()
     copies = server.by_message_id()
     [slow_id] = [mid for mid, rs in copies.items() if rs[0].message["To"] == "slow@example.com"]
     assert len(copies[slow_id]) == 2 and copies[slow_id][0].body == copies[slow_id][1].body
@@ -216,19 +193,16 @@ def test_a_reply_lost_to_the_timeout_is_resent_with_the_same_message_id(project)
 
 
 def test_a_mixed_batch_fails_each_message_on_its_own_and_retries_only_the_temporary_ones(project):
-    server = DelayingSmtpServer().start()
-    server.reject_recipient("perm@example.com", "550 5.1.1 No such user")
-    server.reject_recipient("busy@example.com", "450 4.2.1 Mailbox busy")
-    server.delays = {"slow@example.com": 0.5}
-    try:
+    with DelayingSmtpServer() as server:
+        server.reject_recipient("perm@example.com", "550 5.1.1 No such user")
+        server.reject_recipient("busy@example.com", "450 4.2.1 Mailbox busy")
+        server.delays = {"slow@example.com": 0.5}
         report = run(project, T, server.url, timeout=3.0)
         first = emails(project)
         later = run(project, T + 14 * MIN, server.url, timeout=3.0)  # before next_attempt_at: nothing
         server.reject_recipient("busy@example.com", "")
         retry = run(project, T + 15 * MIN, server.url, timeout=3.0)
         final = emails(project)
-    finally:
-        server.stop()
 
     assert dict(report.executed.failed) == {"send_email": 2}
     assert dict(report.executed.done) == {"send_email": 2, "set_attribute": 4}

@@ -8,7 +8,6 @@ about a whole file (empty, too big, a raw SQL segment, a template) has no column
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,9 @@ import pytest
 from journeys.errors import RuleError
 from journeys.rules.load import MAX_RULE_FILE_BYTES
 from journeys.rules.validate import load_and_validate
+from tests.validation_harness import REPO, add_new_rule, make_base_project, problems_of
+from tests.validation_harness import project  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parents[2]
 BAD = REPO / "tests" / "fixtures" / "bad_rules"
 JOURNEYS_CLI = Path(sys.executable).with_name("journeys")
 
@@ -264,33 +264,12 @@ def _case_id(case) -> str:
 @pytest.fixture(scope="session")
 def base_project(tmp_path_factory) -> Path:
     """The valid sample rules and the staging contracts, built once; each test copies it."""
-    root = tmp_path_factory.mktemp("base") / "project"
-    shutil.copytree(REPO / "sql_rules", root / "sql_rules")
-    staging = root / "dbt_project" / "models" / "staging"
-    staging.mkdir(parents=True)
-    for contract in (REPO / "dbt_project" / "models" / "staging").glob("stg_*.yml"):
-        shutil.copy(contract, staging)
-    return root
-
-
-@pytest.fixture
-def project(base_project: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(base_project, root)
-    return root
+    return make_base_project(tmp_path_factory.mktemp("base") / "project")
 
 
 def add_bad_files(project: Path, *files: str) -> None:
     for relative in files:
-        target = project / "sql_rules" / relative
-        assert not target.exists(), f"{relative} would replace a sample rule"
-        shutil.copy(BAD / relative, target)
-
-
-def problems_of(project: Path) -> list[str]:
-    with pytest.raises(RuleError) as caught:
-        load_and_validate(project)
-    return [str(p) for p in caught.value.problems]
+        add_new_rule(BAD / relative, project / "sql_rules" / relative, relative)
 
 
 def test_the_sample_rules_are_a_valid_base(project):

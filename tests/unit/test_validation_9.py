@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from journeys.errors import RuleError
 from journeys.rules.validate import load_and_validate
+from tests.validation_harness import REPO, add_new_rule, make_base_project, problems_of
+from tests.validation_harness import project  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parents[2]
 BAD = REPO / "tests" / "fixtures" / "bad_rules_9"
 
 J = "sql_rules/journeys/"
@@ -133,21 +133,7 @@ CASES = [
 @pytest.fixture(scope="session")
 def base_project(tmp_path_factory) -> Path:
     """The valid sample rules, the sample journeys.yml and the staging contracts, built once."""
-    root = tmp_path_factory.mktemp("base9") / "project"
-    shutil.copytree(REPO / "sql_rules", root / "sql_rules")
-    shutil.copy(REPO / "journeys.yml", root / "journeys.yml")
-    staging = root / "dbt_project" / "models" / "staging"
-    staging.mkdir(parents=True)
-    for contract in (REPO / "dbt_project" / "models" / "staging").glob("stg_*.yml"):
-        shutil.copy(contract, staging)
-    return root
-
-
-@pytest.fixture
-def project(base_project: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(base_project, root)
-    return root
+    return make_base_project(tmp_path_factory.mktemp("base9") / "project", with_settings=True)
 
 
 def add_bad_file(project: Path, relative: str) -> None:
@@ -155,15 +141,7 @@ def add_bad_file(project: Path, relative: str) -> None:
     if kind == "settings":
         shutil.copy(BAD / relative, project / "journeys.yml")
     else:
-        target = project / "sql_rules" / "journeys" / name
-        assert not target.exists(), f"{relative} would replace a sample rule"
-        shutil.copy(BAD / relative, target)
-
-
-def problems_of(project: Path) -> list[str]:
-    with pytest.raises(RuleError) as caught:
-        load_and_validate(project)
-    return [str(p) for p in caught.value.problems]
+        add_new_rule(BAD / relative, project / "sql_rules" / "journeys" / name, relative)
 
 
 def test_the_base_with_journeys_yml_is_valid(project):
