@@ -73,12 +73,14 @@ def run(
     inspect: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     hold: Callable[[duckdb.DuckDBPyConnection, RunReport], set[str]] | None = None,
     phase: Callable[[str], None] = lambda name: None,
+    trace_steps: bool = False,
 ) -> RunReport:
     """Run the journeys at `as_of` (default: now, UTC). A dry run reports and changes no journey state.
 
     `hold`, called after the transitions are committed, names journeys whose due actions must wait
     (e.g. a circuit breaker): they stay pending and run on a later run once released. `phase` is told
-    the name of each phase as it starts (a progress display).
+    the name of each phase as it starts (a progress display). `trace_steps` keeps every step the stepper
+    takes, with what decided it, in journey_state.step_trace (test-path's scratch copies; off in production).
     """
     as_of = as_of or utc_now()
     run_id = run_id_for(as_of)
@@ -113,7 +115,7 @@ def run(
         con = connect(settings)
         try:
             phase("transitions")
-            report = _transitions(con, compiled.rules, as_of, run_id, dry_run, files, inspect)
+            report = _transitions(con, compiled.rules, as_of, run_id, dry_run, files, inspect, trace_steps)
             faults.point("after_commit")
             report.nodes = nodes
             if not dry_run:
@@ -160,11 +162,11 @@ def _start_run(con: duckdb.DuckDBPyConnection, run_id: str, as_of: dt.datetime) 
     )
 
 
-def _transitions(con, rules, as_of, run_id, dry_run, files, inspect=None) -> RunReport:
+def _transitions(con, rules, as_of, run_id, dry_run, files, inspect=None, trace_steps=False) -> RunReport:
     """All state transitions of the run, committed together (or rolled back for a dry run)."""
     con.execute("begin")
     try:
-        transitions = RunTransitions(con, rules, as_of, run_id)
+        transitions = RunTransitions(con, rules, as_of, run_id, trace_steps=trace_steps)
         counts = transitions.apply_all()
         faults.point("mid_transitions")
         report = RunReport(run_id, as_of, dry_run, counts)

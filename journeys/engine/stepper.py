@@ -26,11 +26,13 @@ def advance_enrollments(run) -> None:
             where status = 'active' and cursor_step_id is not null and cursor_at <= ?""",
         [run.as_of],
     )
-    for _ in range(MAX_PASSES):
+    for n in range(MAX_PASSES):
         run.sql(REACHED_SQL.format(S=S, bucket=bucket_sql("e.journey_id", "e.entity_type", "e.entity_id", "e.enrolled_at")),
                 [run.as_of, run.as_of, run.as_of])  # fmt: skip
         if run.sql("select count(*) from _reached").fetchone()[0] == 0:
             break
+        if run.trace_steps:
+            _trace(run, n + 1)
         run.counts.actions_recorded += record_reached_actions(run.con, "_reached", run.run_id)
         run.sql(
             f"""update {S}.enrollments as e
@@ -66,6 +68,15 @@ def advance_enrollments(run) -> None:
     run.counts.completed = run.count_by_journey("_completed")
 
 
+def _trace(run, pass_number: int) -> None:
+    """Keep the pass's rows (every step reached, with what decided it) in journey_state.step_trace.
+
+    Only for runs that ask (`run(trace_steps=True)`: test-path on a scratch copy), so that a tool can say which
+    branch was taken and why from what the stepper itself computed, not from a second implementation of it."""
+    run.sql(f"create table if not exists {S}.step_trace as select ''::varchar as run_id, 0 as pass, * from _reached where false")
+    run.sql(f"insert into {S}.step_trace by name select ? as run_id, ? as pass, * from _reached", [run.run_id, pass_number])
+
+
 # One pass over _cursor (active, due by T). Parameters: T (wait_until window), T (wait_until then-time), T (parked test).
 REACHED_SQL = """
 create or replace temp table _reached as
@@ -74,6 +85,7 @@ with due as (
            e.cursor_step_id as step_id, e.cursor_at as reached_at,
            s.ordinal, s.kind, s.action_type, s.params, s.wait_seconds, s.next_step_id, s.then_step_id, s.else_step_id,
            c.entity_id is not null as holds,
+           c.value_at,
            c.value_at + to_seconds(s.wait_seconds) as date_target,
            {bucket} as bucket
     from _cursor as e

@@ -34,8 +34,9 @@ class TransitionCounts:
 class RunTransitions:
     """Applies §4.1 at logical time `as_of` for `run_id`; call the steps in order, in one transaction."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: dt.datetime, run_id: str):
+    def __init__(self, con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: dt.datetime, run_id: str, *, trace_steps: bool = False):
         self.con, self.rules, self.as_of, self.run_id = con, rules, as_of, run_id
+        self.trace_steps = trace_steps  # keep every step the stepper takes (journey_state.step_trace)
         self.counts = TransitionCounts()
 
     def apply_all(self) -> TransitionCounts:

@@ -48,8 +48,6 @@ def day_lines(day: dict) -> list[str]:
     enrollment = day.get("enrollment")
     if not lines and enrollment and enrollment["status"] == "active":
         lines.append(f"waiting: next step {enrollment['next_step']} at {_t(enrollment['next_at'])}")
-    if day.get("mismatch"):
-        lines.append(f"warning: this account of the steps disagrees with the engine's state: {day['mismatch']}")
     return lines or ["nothing happens"]
 
 

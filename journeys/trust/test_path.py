@@ -4,13 +4,14 @@ Every simulated day is a real engine run (`journeys.engine.run.run`) on the copy
 journeys run, as they would, so unenroll_from, attributes written by other journeys and frequency caps
 shared across journeys act as in production. The source data stays as it is now (no event arrives);
 time-relative criteria (`within`, `-30d`) move with T. What a day reports comes from the copy's journey
-state after that run: transitions, the enrollment, the ledger; path_walk.py adds which branch was taken
-and why, checked against that state.
+state after that run: transitions, the enrollment, the ledger, and the steps the stepper took with what
+decided each (the run is traced: journey_state.step_trace).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from contextlib import contextmanager
 
@@ -20,20 +21,17 @@ from journeys.config import Settings
 from journeys.engine.build import connect, prepare_warehouse
 from journeys.engine.dbt import DbtProject
 from journeys.engine.ledger import bucket_sql
-from journeys.engine.run import run, utc_now
+from journeys.engine.run import run, run_id_for, utc_now
 from journeys.errors import JourneysError
 from journeys.progress import progress
 from journeys.rules.model import IfStep, WaitUntilStep
 from journeys.rules.validate import load_and_validate
 from journeys.rules.walk import walk_steps
-from journeys.trust.path_walk import Walk, load_facts, load_program, walk
 from journeys.trust.scratch import scratch_copy, scratch_executors, set_journey_enabled
 from journeys.trust.source_cut import quote, source_relations
 
 S = "journey_state"
 MAX_DAYS = 90
-# Ends decided before the stepper runs: the enrollment takes no step in that run.
-ENDED_BEFORE_STEPS = {"goal", "blacklist", "left_entry", "journey_disabled", "journey_removed"}
 
 
 def simulate_path(settings: Settings, journey_id: str, entity_id: str, *, days: int = 14, as_of: dt.datetime | None = None,
@@ -119,7 +117,7 @@ class Simulation:
 
     def day(self, day: int, as_of: dt.datetime) -> dict:
         before = self.snapshot()
-        run(self.scratch, as_of=as_of, executors=self.executors, dbt=self.dbt)
+        run(self.scratch, as_of=as_of, executors=self.executors, dbt=self.dbt, trace_steps=True)
         after = self.snapshot(as_of)
         simulated = None
         if day == 0 and self._member_not_entering(before, after):
@@ -130,7 +128,7 @@ class Simulation:
                 con.execute(f"delete from {S}.membership where entity_type = ? and entity_id = ? and segment_id in (select unnest(?))",
                             [self.journey.entity, self.entity_id, list(self.journey.entry.segments)])  # fmt: skip
             before_forced = self.snapshot()
-            run(self.scratch, as_of=as_of, executors=self.executors, dbt=self.dbt)
+            run(self.scratch, as_of=as_of, executors=self.executors, dbt=self.dbt, trace_steps=True)
             after = self.snapshot(as_of)
             before = {**before, "membership": before_forced["membership"], "known": True,
                       "tracked": set(self.journey.entry.segments)}  # fmt: skip
@@ -224,7 +222,7 @@ class Simulation:
         if current:
             enrollment = current[-1]
             record["enrollment"] = self._enrollment(con, enrollment, new=enrollment["enrollment_id"] not in before["enrollments"])
-            self._steps(con, record, as_of, enrollment, before, after, events)
+            self._steps(con, record, as_of, enrollment)
         for key, row in sorted(after["actions"].items(), key=lambda kv: (kv[1]["due_at"], kv[1]["ordinal"])):
             old = before["actions"].get(key)
             if old is None or (old["status"], old["reason"]) != (row["status"], row["reason"]):
@@ -241,32 +239,34 @@ class Simulation:
             out["holdout_bucket"] = self._bucket(con, e["enrolled_at"], "holdout")
         return out
 
-    def _steps(self, con, record: dict, as_of: dt.datetime, e: dict, before: dict, after: dict, events: list) -> None:
-        """Walk the steps this run took for the enrollment and check the walk against the engine's state."""
-        eid = e["enrollment_id"]
-        if any(ev[4] == eid and ev[1] != "active" and (ev[2] in ENDED_BEFORE_STEPS or (ev[2] or "").startswith("unenrolled_by:"))
-               for ev in events):
-            return  # ended before the stepper ran: no step taken
-        program = load_program(con, self.journey_id, e["journey_version"])
-        old = before["enrollments"].get(eid)
-        if old is None:
-            start = (program.first_step_id, e["enrolled_at"])
-        elif old["status"] == "active":
-            start = (old["cursor_step_id"], old["cursor_at"])
-        else:
-            return
-        result = walk(program, start, as_of, load_facts(con, self.journey_id, self.entity_id, e["split_path"]))
-        for step in result.steps:
+    def _steps(self, con, record: dict, as_of: dt.datetime, e: dict) -> None:
+        """The steps the engine's stepper took for the enrollment at this run, and what decided each
+        (journey_state.step_trace, written by the run itself), plus a wait_until it is parked at."""
+        rows = con.execute(
+            f"""select step_id, kind, reached_at, action_type, wait_seconds, params, holds, value_at, date_target,
+                       matched_in_time, date_is_past, date_passed, split_path, bucket, to_at
+                from {S}.step_trace where run_id = ? and enrollment_id = ? order by pass""",
+            [run_id_for(as_of), e["enrollment_id"]],
+        ).fetchall() if self._traced(con) else []
+        steps = [_step_record(dict(zip(TRACE_COLUMNS, r))) for r in rows]
+        parked = con.execute(
+            f"""select wait_seconds from {S}.journey_steps
+                where journey_id = ? and version = ? and step_id = ? and kind = 'wait_until'""",
+            [self.journey_id, e["journey_version"], e["cursor_step_id"]],
+        ).fetchone() if e["status"] == "active" and e["cursor_step_id"] and e["cursor_at"] <= as_of else None
+        if parked:  # the stepper leaves an enrollment whose wait_until neither matched nor timed out where it is
+            steps.append({"step_id": e["cursor_step_id"], "kind": "wait_until", "reached_at": e["cursor_at"], "verdict": False,
+                          "deadline": e["cursor_at"] + dt.timedelta(seconds=parked[0]), "outcome": "waiting"})  # fmt: skip
+        for step in steps:
             if step["step_id"] in self.criteria and step["kind"] in ("if", "wait_until"):
                 step["criteria"] = self._explain(con, self.criteria[step["step_id"]])
-            if step["kind"] == "split":
-                step["bucket"] = self._bucket(con, e["enrolled_at"])
-        record["steps"] = result.steps
-        recorded = {(a["step_id"], a["due_at"]) for k, a in after["actions"].items()
-                    if a["enrollment_id"] == eid and k not in before["actions"]}  # fmt: skip
-        problem = _disagreement(result, e, recorded)
-        if problem:
-            record["mismatch"] = problem
+        record["steps"] = steps
+
+    @staticmethod
+    def _traced(con) -> bool:
+        return con.execute(
+            f"select count(*) from information_schema.tables where table_schema = '{S}' and table_name = 'step_trace'"
+        ).fetchone()[0] > 0
 
     def _bucket(self, con, enrolled_at: dt.datetime, salt: str | None = None) -> float:
         sql = "select " + bucket_sql("?", "?", "?", "cast(? as timestamp)", "?" if salt else None)
@@ -307,12 +307,27 @@ class Simulation:
         return out
 
 
-def _disagreement(result: Walk, e: dict, recorded: set) -> str | None:
-    """Why the walk does not match what the engine recorded for the enrollment, or None when it does."""
-    if result.actions != recorded:
-        return f"the ledger recorded {sorted(recorded)}, the walk reached {sorted(result.actions)}"
-    if result.ended == "date_passed":
-        return None if e["end_reason"] == "date_passed" else f"the walk ended (date passed), the engine says {e['status']}"
-    if e["status"] in ("active", "completed") and result.cursor != (e["cursor_step_id"], e["cursor_at"]):
-        return f"the engine's next step is {e['cursor_step_id']} at {e['cursor_at']}, the walk's {result.cursor}"
-    return None
+TRACE_COLUMNS = ("step_id", "kind", "reached_at", "action_type", "wait_seconds", "params", "holds", "value_at", "date_target",
+                 "matched_in_time", "date_is_past", "date_passed", "split_path", "bucket", "to_at")
+
+
+def _step_record(t: dict) -> dict:
+    """One traced step as test-path reports it: the step, and the branch or outcome the stepper chose, with why."""
+    step = {"step_id": t["step_id"], "kind": t["kind"], "reached_at": t["reached_at"]}
+    kind = t["kind"]
+    if kind == "action":
+        step["action_type"] = t["action_type"]
+    elif kind == "wait":
+        step["next_at"] = t["to_at"]
+    elif kind == "if":
+        step.update(verdict=t["holds"], branch="then" if t["holds"] else "else")
+    elif kind == "wait_until":
+        step.update(verdict=t["holds"], deadline=t["reached_at"] + dt.timedelta(seconds=t["wait_seconds"]),
+                    outcome="matched" if t["matched_in_time"] else "timed_out")  # fmt: skip
+    elif kind == "wait_until_date":
+        params = json.loads(t["params"]) if t["params"] else {}
+        outcome = "exit" if t["date_passed"] else "continue" if t["date_is_past"] else "wait"
+        step.update(property=params.get("property"), value=t["value_at"], target=t["date_target"], outcome=outcome)
+    elif kind == "split":
+        step.update(path=t["split_path"], bucket=float(t["bucket"]))
+    return step
