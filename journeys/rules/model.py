@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -144,16 +144,19 @@ class PropertyPath(BaseModel):
         return f"{self.scope}.custom.{self.name}" if self.custom else f"{self.scope}.{self.name}"
 
 
+def _property_path(value: str) -> str:
+    PropertyPath.parse(value)  # raises the readable error of a bad path
+    return value
+
+
+# A property reference kept as written, checked to parse (user.plan, account.custom.tier, ...).
+PropertyPathText = Annotated[str, AfterValidator(_property_path)]
+
+
 class PropertyLeaf(Strict):
-    property: str
+    property: PropertyPathText
     op: PropertyOp
     value: Any = None
-
-    @field_validator("property")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        PropertyPath.parse(v)
-        return v
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> "PropertyLeaf":
@@ -336,14 +339,8 @@ class SetAttribute(Strict):
 
 
 class CopyAttribute(Strict):
-    from_: str = Field(alias="from")
+    from_: PropertyPathText = Field(alias="from")
     to: AttributeName
-
-    @field_validator("from_")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        PropertyPath.parse(v)
-        return v
 
 
 class ClearAttribute(Strict):
@@ -421,15 +418,9 @@ def _offset(value: Any) -> str:
 
 
 class WaitUntilDate(Strict):
-    property: str
+    property: PropertyPathText
     offset: Annotated[str, BeforeValidator(_offset)] = "+0d"
     if_past: Literal["continue", "exit"] = "continue"
-
-    @field_validator("property")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        PropertyPath.parse(v)
-        return v
 
 
 class WaitUntilDateStep(Strict):
