@@ -333,18 +333,12 @@ class ModelBuilder:
             "suppresses an entry, a goal can be met in the run that enrolls) and its active enrollments as of the "
             "previous run.",
             dict(MATCH_COLUMNS),
-            [("segment_membership", ref("segment_membership")), ("enrollments", ENROLLMENTS)],
+            [("journey_eligible", ref("journey_eligible")), ("enrollments", ENROLLMENTS)],
         )
-        if not self._journey_entry_segments(model):
-            model.ctes.append(("final", _empty(list(model.columns)), None))
-            return model
         model.ctes.append((
             "final",
-            "select distinct journey_id, entity_type, entity_id\nfrom (\n"
-            "    select jes.journey_id, sm.entity_type, sm.entity_id\n    from journey_entry_segments as jes\n"
-            "    inner join segment_membership as sm on sm.segment_id = jes.segment_id\n    union all\n"
-            "    select journey_id, entity_type, entity_id\n    from enrollments\n    where status = 'active'\n"
-            ") as candidates",
+            "select journey_id, entity_type, entity_id from journey_eligible\nunion\n"
+            "select journey_id, entity_type, entity_id from enrollments where status = 'active'",
             None,
         ))
         return model
