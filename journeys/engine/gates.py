@@ -27,6 +27,8 @@ class SendGates:
         self.sent_this_run: Counter = Counter()  # channel → sends
         self.sent_by_entity: Counter = Counter()  # (channel, entity_type, entity_id) → sends this run
         self._local_by_zone: dict[str, str | None] = {}
+        prop = settings.send_window.timezone_property if settings.send_window else None
+        self._timezone_path = PropertyPath.parse(prop) if prop else None  # parsed once, read per email
         self.history = self._history(con, actions)
 
     def _history(self, con, actions: list[DueAction]) -> dict[tuple, int]:
@@ -95,10 +97,9 @@ class SendGates:
         return self._local_by_zone[zone_name]
 
     def _timezone(self, action: DueAction) -> str | None:
-        prop = self.settings.send_window.timezone_property
-        if prop is None:
+        path = self._timezone_path
+        if path is None:
             return None
-        path = PropertyPath.parse(prop)
         row = self.directory.row(action.entity_type, action.entity_id) if path.scope == action.entity_type else (
             self.directory.account_of(action.entity_type, action.entity_id))
         value = (row or {}).get("custom", {}).get(path.name) if path.custom else (row or {}).get(path.name)
