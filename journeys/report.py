@@ -9,6 +9,7 @@ from collections.abc import Callable
 from journeys.config import Settings
 from journeys.engine.build import connect
 from journeys.engine.run import RunReport, run
+from journeys.engine.state import last_committed_as_of
 from journeys.errors import JourneysError
 
 Echo = Callable[[str], None]
@@ -73,7 +74,7 @@ def print_status(settings: Settings, echo: Echo) -> None:
     try:
         exists = con.execute("select count(*) from information_schema.tables where table_schema = 'journey_state' and table_name = 'journeys'").fetchone()[0]
         rows = con.execute(STATUS_SQL).fetchall() if exists else []
-        last = con.execute("select max(as_of) from journey_state.runs where status = 'committed'").fetchone()[0] if exists else None
+        last = last_committed_as_of(con) if exists else None
     finally:
         con.close()
     echo(f"last committed run: {last:%Y-%m-%d %H:%M:%S}" if last else "no committed run yet")

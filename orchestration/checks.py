@@ -37,9 +37,10 @@ def build_data_checks(lineage: Lineage) -> AssetChecksDefinition | None:
 
     @multi_asset_check(specs=lineage.data_checks, name="full_scan_dbt_tests", can_subset=False,
                        description="The full-scan dbt tests (unique event ids, the mart relations), under the run lock.")  # fmt: skip
-    def full_scan_dbt_tests(journeys: JourneysResource):
+    def full_scan_dbt_tests(context, journeys: JourneysResource):  # unannotated: dagster cannot read a postponed annotation here
         settings = journeys.settings()
-        with run_lock(settings.db_path, wait_seconds=journeys.lock_wait_seconds, what="journeys data checks", on_takeover=print):
+        with run_lock(settings.db_path, wait_seconds=journeys.lock_wait_seconds, what="journeys data checks",
+                      on_takeover=context.log.info):  # fmt: skip
             nodes = check_data(settings, journeys.dbt(), raise_on_failure=False)
         results = {n.name: n for n in nodes if n.resource_type == "test"}
         for spec in lineage.data_checks:

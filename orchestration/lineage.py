@@ -16,10 +16,11 @@ from dagster import AssetCheckSpec, AssetDep, AssetKey, AssetSpec
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 from dagster_dbt.asset_utils import build_dbt_specs
 
+from journeys.engine.build import FULL_SCAN_TAG  # dbt tests the run skips
+
 TRANSITIONS = AssetKey(["journey_state", "transitions"])
 ACTIONS = AssetKey(["journey_state", "actions"])
 BREAKER_CHECK = "segment_size_breaker"
-FULL_SCAN_TAG = "full_scan"  # dbt tests the tick skips (journeys/engine/build.py FULL_SCAN)
 
 # Which engine step writes each journey_state table the dbt project reads (None: an edge to the next run).
 STATE_TABLE_WRITER: dict[str, AssetKey | None] = {

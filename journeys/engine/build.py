@@ -48,7 +48,8 @@ def prepare_warehouse(settings: Settings) -> None:
 
 
 # dbt tests that scan an event-sized table or the engine's own state: `journeys check`, not every tick.
-FULL_SCAN = "tag:full_scan"
+FULL_SCAN_TAG = "full_scan"
+FULL_SCAN = f"tag:{FULL_SCAN_TAG}"
 
 
 def build_models(settings: Settings, dbt: DbtProject, as_of: dt.datetime) -> list[NodeResult]:

@@ -20,7 +20,7 @@ from journeys.engine.execute import ExecutionCounts, execute_due_actions
 from journeys.engine.ledger import due_actions
 from journeys.engine.lock import run_lock
 from journeys.engine.rule_snapshot import digest, record_snapshot, rule_files
-from journeys.engine.state import STATE_SCHEMA as S
+from journeys.engine.state import STATE_SCHEMA as S, last_committed_as_of
 from journeys.engine.transitions import RunTransitions, TransitionCounts
 from journeys.errors import StateError
 
@@ -138,7 +138,7 @@ def run(
 
 
 def _refuse_the_past(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> None:
-    last = con.execute(f"select max(as_of) from {S}.runs where status = 'committed'").fetchone()[0]
+    last = last_committed_as_of(con)
     if last is not None and as_of < last:
         raise StateError(
             f"--as-of {as_of:%Y-%m-%d %H:%M:%S} is before the last committed run ({last:%Y-%m-%d %H:%M:%S}); "

@@ -188,3 +188,8 @@ def set_run_context(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> None:
     con.execute(f"delete from {STATE_SCHEMA}.run_context")
     con.execute(f"insert into {STATE_SCHEMA}.run_context values (?)", [as_of])
     con.execute("commit")
+
+
+def last_committed_as_of(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """T of the latest committed run (None before the first one)."""
+    return con.execute(f"select max(as_of) from {STATE_SCHEMA}.runs where status = 'committed'").fetchone()[0]

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from journeys.engine.state import last_committed_as_of
 from journeys.errors import JourneysError
 
 Z95 = 1.959963984540054  # two-sided 95%
@@ -486,7 +487,7 @@ def build_report(db_path: Path, out_dir: Path) -> list[Path]:
     con = _connect(Path(db_path))
     try:
         journeys = read_journeys(con)
-        last = con.execute("select max(as_of) from journey_state.runs where status = 'committed'").fetchone()[0]
+        last = last_committed_as_of(con)
     finally:
         con.close()  # charts are drawn after the database is released
     out_dir = Path(out_dir)

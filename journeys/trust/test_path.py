@@ -22,6 +22,7 @@ from journeys.engine.build import connect, prepare_warehouse
 from journeys.engine.dbt import DbtProject
 from journeys.engine.ledger import bucket_sql
 from journeys.engine.run import run, run_id_for, utc_now
+from journeys.engine.state import last_committed_as_of
 from journeys.errors import JourneysError
 from journeys.progress import progress
 from journeys.rules.model import IfStep, WaitUntilStep
@@ -51,7 +52,7 @@ def simulate_path(settings: Settings, journey_id: str, entity_id: str, *, days: 
         prepare_warehouse(scratch)
         with _connected(scratch) as con:
             _check_entity(con, scratch, journey_id, journey.entity, entity_id)
-            last = con.execute(f"select max(as_of) from {S}.runs where status = 'committed'").fetchone()[0]
+            last = last_committed_as_of(con)
         start = as_of or last or utc_now()
         if last is not None and start < last:
             raise JourneysError(f"--as-of {start:%Y-%m-%d %H:%M:%S} is before the last committed run ({last:%Y-%m-%d %H:%M:%S}); "
